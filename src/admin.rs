@@ -1,0 +1,114 @@
+//! The admin listener (SPEC §5): liveness, readiness, health, metrics and
+//! stats, on its own Pingora service so it answers even when the proxy
+//! listener is saturated.
+
+use crate::app::App;
+use crate::health::ProviderState;
+use async_trait::async_trait;
+use http::Response;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::Server;
+use pingora_core::services::listening::Service;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Admin {
+    app: Arc<App>,
+}
+
+pub fn add_service(server: &mut Server, app: Arc<App>, addr: SocketAddr) {
+    let mut svc = Service::new("steadfast admin".to_string(), Admin { app });
+    svc.add_tcp(&addr.to_string());
+    server.add_service(svc);
+}
+
+fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+fn text(status: u16, body: &str) -> Response<Vec<u8>> {
+    respond(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        match path.as_str() {
+            "/live" => text(200, "live\n"),
+            "/ready" => {
+                if self.app.ready.load(Ordering::Relaxed) && !self.app.is_draining() {
+                    text(200, "ready\n")
+                } else {
+                    text(503, "not ready\n")
+                }
+            }
+            "/health" => {
+                let (status, body) = health(&self.app);
+                respond(status, "application/json", body.to_string().into_bytes())
+            }
+            _ => text(404, "not found: try /live /ready /health /metrics /stats\n"),
+        }
+    }
+}
+
+/// The `/health` document and its status code (SPEC §5).
+pub fn health(app: &App) -> (u16, serde_json::Value) {
+    let rt = app.runtime();
+    let now = Instant::now();
+    let providers: Vec<serde_json::Value> = rt
+        .providers
+        .iter()
+        .map(|p| {
+            let s = p.health.snapshot(now);
+            json!({
+                "name": p.name(),
+                "state": s.state.as_str(),
+                "consecutive_failures": s.consecutive_failures,
+                "ejected_until": s.ejected_until.map(|t| crate::clock::rfc3339(crate::clock::wall(t, now))),
+                "last_error_class": s.last_error_class.map(|c| c.as_str()),
+            })
+        })
+        .collect();
+    let available = |i: usize| rt.providers[i].health.snapshot(now).state == ProviderState::Healthy;
+    let all_available = (0..rt.providers.len()).all(available);
+    let some_route_dead = rt
+        .config
+        .routes
+        .iter()
+        .any(|r| !r.providers.iter().any(|&i| available(i)));
+    let inflight = crate::telemetry::inflight();
+    let max = rt.config.limits.max_inflight;
+    let status = if app.is_draining() {
+        "draining"
+    } else if some_route_dead {
+        "unhealthy"
+    } else if !all_available || inflight * 10 >= max * 9 {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let code = if matches!(status, "healthy" | "degraded") { 200 } else { 503 };
+    (
+        code,
+        json!({
+            "status": status,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": app.started.elapsed().as_secs(),
+            "inflight": inflight,
+            "max_inflight": max,
+            "memory_rss_bytes": crate::telemetry::rss_bytes(),
+            "providers": providers,
+        }),
+    )
+}

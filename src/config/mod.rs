@@ -1,0 +1,267 @@
+//! Configuration: the file schema, loading, validation, and the built-in
+//! default. The output is a [`Config`] whose values are typed and checked, so
+//! nothing downstream has to re-validate or parse strings.
+
+mod default;
+mod load;
+pub mod schema;
+mod validate;
+
+pub use default::builtin_default;
+pub use load::{load, resolve_source, ConfigSource};
+pub use validate::{validate, EnvLookup};
+
+use crate::outcome::{ClassSet, ErrorClass};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One problem in a config file, reported as `path.to.key: reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "{}: {}", self.path, self.reason)
+        }
+    }
+}
+
+/// Every problem found in one config, so an operator fixes them in one pass.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A value that must never be printed: provider keys and client tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The wire dialect of a provider, and therefore of the routes it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    Anthropic,
+    OpenAi,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Anthropic => "anthropic",
+            Api::OpenAi => "openai",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Priority,
+    RoundRobin,
+    Weighted,
+    LeastLatency,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Priority => "priority",
+            Strategy::RoundRobin => "round_robin",
+            Strategy::Weighted => "weighted",
+            Strategy::LeastLatency => "least_latency",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLog {
+    All,
+    ErrorsAndSlow,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub source: ConfigSource,
+    pub listen_proxy: SocketAddr,
+    pub listen_admin: SocketAddr,
+    pub server: ServerSettings,
+    pub limits: LimitSettings,
+    pub retry: RetrySettings,
+    pub health: HealthSettings,
+    pub providers: Vec<ProviderSettings>,
+    pub routes: Vec<RouteSettings>,
+    pub client_tokens: Option<Vec<Secret>>,
+    pub logging: LogSettings,
+}
+
+impl Config {
+    pub fn provider(&self, name: &str) -> Option<&ProviderSettings> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub drain_delay: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitSettings {
+    pub max_inflight: usize,
+    pub queue_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    pub failover_on: ClassSet,
+}
+
+impl RetrySettings {
+    pub fn fails_over(&self, class: ErrorClass) -> bool {
+        self.failover_on.contains(class)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSettings {
+    pub eject_after_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    pub max_retry_after: Duration,
+    pub active: Option<ActiveSettings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActiveSettings {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeoutSettings {
+    pub connect: Duration,
+    pub response_header: Duration,
+    pub stream_idle: Duration,
+    pub total: Duration,
+}
+
+/// Where a provider lives, split out of its `base_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamAddr {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix from `base_url` without a trailing slash ("" for none);
+    /// prepended to the client's path.
+    pub path_prefix: String,
+}
+
+impl UpstreamAddr {
+    /// The `Host` header value: the port is left out when it is the default.
+    pub fn host_header(&self) -> String {
+        let default_port = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeSettings {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderSettings {
+    pub name: String,
+    pub api: Api,
+    pub base_url: String,
+    pub upstream: UpstreamAddr,
+    pub key: Option<Secret>,
+    pub weight: u32,
+    pub max_inflight: Option<usize>,
+    pub models: BTreeMap<String, String>,
+    pub timeouts: TimeoutSettings,
+    pub health_check: Option<ProbeSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSettings {
+    pub name: String,
+    pub paths: Vec<String>,
+    pub strategy: Strategy,
+    /// Indexes into [`Config::providers`], in configured order.
+    pub providers: Vec<usize>,
+    /// Dialect of the route's first provider: the dialect of errors that
+    /// steadfast itself produces on this route.
+    pub api: Api,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub access_log: AccessLog,
+    pub slow: Duration,
+}

@@ -1,0 +1,257 @@
+//! The YAML file as written by the operator (SPEC §2). Every section has
+//! defaults so a file only needs the keys it changes. Unknown keys are not
+//! rejected here but collected by the loader, so that every one of them can be
+//! reported with its path instead of only the first.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct FileConfig {
+    pub listen: Listen,
+    pub server: ServerSection,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub retry: Retry,
+    pub health: Health,
+    pub providers: Vec<ProviderConf>,
+    pub routes: Vec<RouteConf>,
+    pub client_auth: Option<ClientAuth>,
+    pub logging: Logging,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            listen: Listen::default(),
+            server: ServerSection::default(),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            retry: Retry::default(),
+            health: Health::default(),
+            providers: Vec::new(),
+            routes: Vec::new(),
+            client_auth: None,
+            logging: Logging::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Listen {
+    pub proxy: String,
+    pub admin: String,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            proxy: "127.0.0.1:8787".into(),
+            admin: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ServerSection {
+    pub threads: usize,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub drain_delay_ms: u64,
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            threads: 2,
+            pid_file: "/tmp/steadfast.pid".into(),
+            upgrade_sock: "/tmp/steadfast-upgrade.sock".into(),
+            drain_delay_ms: 5000,
+            shutdown_timeout_ms: 25000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Limits {
+    pub max_inflight: usize,
+    pub queue_timeout_ms: u64,
+    pub max_body_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_inflight: 100,
+            queue_timeout_ms: 5000,
+            max_body_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Timeouts {
+    pub connect_ms: u64,
+    pub response_header_ms: u64,
+    pub stream_idle_ms: u64,
+    pub total_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect_ms: 5000,
+            response_header_ms: 120_000,
+            stream_idle_ms: 300_000,
+            total_ms: 900_000,
+        }
+    }
+}
+
+/// Per-provider overrides of [`Timeouts`]; absent keys inherit the global value.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct TimeoutOverrides {
+    pub connect_ms: Option<u64>,
+    pub response_header_ms: Option<u64>,
+    pub stream_idle_ms: Option<u64>,
+    pub total_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Retry {
+    pub max_attempts: u32,
+    /// Kept as strings so an unknown class is reported with its index by
+    /// validation rather than as an opaque serde error.
+    pub failover_on: Vec<String>,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            max_attempts: 3,
+            failover_on: ["network", "timeout", "rate_limit", "server", "auth"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Health {
+    pub eject_after_failures: u32,
+    pub base_ejection_ms: u64,
+    pub max_ejection_ms: u64,
+    pub max_retry_after_ms: u64,
+    pub active: Option<ActiveHealth>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            eject_after_failures: 3,
+            base_ejection_ms: 1000,
+            max_ejection_ms: 60_000,
+            max_retry_after_ms: 300_000,
+            active: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ActiveHealth {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl Default for ActiveHealth {
+    fn default() -> Self {
+        ActiveHealth {
+            interval_ms: 10_000,
+            timeout_ms: 3000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ProviderConf {
+    pub name: String,
+    pub api: String,
+    pub base_url: String,
+    pub api_key_env: Option<String>,
+    pub weight: u32,
+    pub max_inflight: Option<usize>,
+    pub models: BTreeMap<String, String>,
+    pub timeouts: TimeoutOverrides,
+    pub health_check: Option<HealthCheckConf>,
+}
+
+impl Default for ProviderConf {
+    fn default() -> Self {
+        ProviderConf {
+            name: String::new(),
+            api: String::new(),
+            base_url: String::new(),
+            api_key_env: None,
+            weight: 1,
+            max_inflight: None,
+            models: BTreeMap::new(),
+            timeouts: TimeoutOverrides::default(),
+            health_check: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct HealthCheckConf {
+    pub path: String,
+    /// Overrides `health.active.interval_ms` for this provider.
+    pub interval_ms: Option<u64>,
+    /// Overrides `health.active.timeout_ms` for this provider.
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RouteConf {
+    pub name: String,
+    pub paths: Vec<String>,
+    pub strategy: Option<String>,
+    pub providers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ClientAuth {
+    pub tokens_env: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Logging {
+    pub format: String,
+    pub access_log: String,
+    pub slow_ms: u64,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            format: "json".into(),
+            access_log: "errors_and_slow".into(),
+            slow_ms: 1000,
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Errors that steadfast itself produces, in the client's API dialect
+//! (SPEC §4), and the final SSE error event of an interrupted stream
+//! (SPEC §3.7).
+
+use crate::config::Api;
+use crate::outcome::ErrorClass;
+use bytes::Bytes;
+
+/// The situations in which steadfast answers by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalError {
+    NoRoute,
+    Unauthorized,
+    BodyTooLarge,
+    BadRequest,
+    Overloaded,
+    AllNetwork,
+    AllTimeout,
+    Internal,
+}
+
+impl LocalError {
+    pub fn status(self) -> u16 {
+        match self {
+            LocalError::NoRoute => 404,
+            LocalError::Unauthorized => 401,
+            LocalError::BodyTooLarge => 413,
+            LocalError::BadRequest => 400,
+            LocalError::Overloaded => 503,
+            LocalError::AllNetwork => 502,
+            LocalError::AllTimeout => 504,
+            LocalError::Internal => 500,
+        }
+    }
+
+    /// The `x-steadfast-error-class` of this answer.
+    pub fn class(self) -> ErrorClass {
+        match self {
+            LocalError::NoRoute | LocalError::BodyTooLarge | LocalError::BadRequest => {
+                ErrorClass::Request
+            }
+            LocalError::Unauthorized => ErrorClass::Auth,
+            LocalError::Overloaded => ErrorClass::Concurrency,
+            LocalError::AllNetwork => ErrorClass::Network,
+            LocalError::AllTimeout => ErrorClass::Timeout,
+            LocalError::Internal => ErrorClass::Internal,
+        }
+    }
+
+    fn anthropic_type(self) -> &'static str {
+        match self {
+            LocalError::NoRoute => "not_found_error",
+            LocalError::Unauthorized => "authentication_error",
+            LocalError::BodyTooLarge => "request_too_large",
+            LocalError::BadRequest => "invalid_request_error",
+            LocalError::Overloaded => "overloaded_error",
+            LocalError::AllNetwork | LocalError::AllTimeout | LocalError::Internal => "api_error",
+        }
+    }
+
+    fn openai_type(self) -> &'static str {
+        match self {
+            LocalError::NoRoute | LocalError::BodyTooLarge | LocalError::BadRequest => {
+                "invalid_request_error"
+            }
+            LocalError::Unauthorized => "authentication_error",
+            LocalError::Overloaded | LocalError::AllNetwork | LocalError::AllTimeout => {
+                "server_error"
+            }
+            LocalError::Internal => "server_error",
+        }
+    }
+}
+
+/// JSON error body for `kind` in `api`'s dialect.
+pub fn error_body(api: Api, kind: LocalError, message: &str) -> Bytes {
+    let v = match api {
+        Api::Anthropic => serde_json::json!({
+            "type": "error",
+            "error": { "type": kind.anthropic_type(), "message": message }
+        }),
+        Api::OpenAi => serde_json::json!({
+            "error": {
+                "message": message,
+                "type": kind.openai_type(),
+                "code": kind.class().as_str(),
+            }
+        }),
+    };
+    Bytes::from(v.to_string())
+}
+
+/// The last event of an SSE stream that broke after it was committed. It is
+/// a complete event, so a client's SSE parser surfaces it as an error rather
+/// than as a silently short answer.
+pub fn sse_error_event(api: Api, class: ErrorClass, message: &str) -> Bytes {
+    match api {
+        Api::Anthropic => {
+            let data = serde_json::json!({
+                "type": "error",
+                "error": { "type": "api_error", "message": message }
+            });
+            Bytes::from(format!("event: error\ndata: {data}\n\n"))
+        }
+        Api::OpenAi => {
+            let data = serde_json::json!({
+                "error": { "message": message, "type": "server_error", "code": class.as_str() }
+            });
+            Bytes::from(format!("data: {data}\n\n"))
+        }
+    }
+}
+
+/// Best guess of the dialect for a request that matched no route: the path
+/// family, else the credential header the client used.
+pub fn guess_api(path: &str, has_x_api_key: bool) -> Api {
+    if path.starts_with("/v1/chat/") || path.starts_with("/v1/responses") {
+        Api::OpenAi
+    } else if path.starts_with("/v1/messages") || has_x_api_key {
+        Api::Anthropic
+    } else {
+        Api::OpenAi
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(b: &Bytes) -> serde_json::Value {
+        serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn anthropic_errors_use_spec_types() {
+        let cases = [
+            (LocalError::NoRoute, 404, "not_found_error"),
+            (LocalError::Unauthorized, 401, "authentication_error"),
+            (LocalError::BodyTooLarge, 413, "request_too_large"),
+            (LocalError::Overloaded, 503, "overloaded_error"),
+            (LocalError::AllNetwork, 502, "api_error"),
+            (LocalError::AllTimeout, 504, "api_error"),
+        ];
+        for (kind, status, ty) in cases {
+            assert_eq!(kind.status(), status);
+            let v = json(&error_body(Api::Anthropic, kind, "m"));
+            assert_eq!(v["type"], "error");
+            assert_eq!(v["error"]["type"], ty);
+            assert_eq!(v["error"]["message"], "m");
+        }
+    }
+
+    #[test]
+    fn openai_errors_carry_class_as_code() {
+        let v = json(&error_body(Api::OpenAi, LocalError::Overloaded, "busy"));
+        assert_eq!(v["error"]["message"], "busy");
+        assert_eq!(v["error"]["code"], "concurrency");
+        assert!(v["error"]["type"].is_string());
+    }
+
+    #[test]
+    fn messages_are_json_escaped() {
+        let v = json(&error_body(Api::Anthropic, LocalError::AllNetwork, "a \"quoted\"\nline"));
+        assert_eq!(v["error"]["message"], "a \"quoted\"\nline");
+    }
+
+    #[test]
+    fn sse_error_events_are_complete_events() {
+        let a = sse_error_event(Api::Anthropic, ErrorClass::Network, "cut");
+        let s = std::str::from_utf8(&a).unwrap();
+        assert!(s.starts_with("event: error\ndata: {"));
+        assert!(s.ends_with("\n\n"));
+        let data = s.lines().nth(1).unwrap().strip_prefix("data: ").unwrap();
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["error"]["type"], "api_error");
+
+        let o = sse_error_event(Api::OpenAi, ErrorClass::Timeout, "idle");
+        let s = std::str::from_utf8(&o).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(s.trim().strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(v["error"]["code"], "timeout");
+    }
+
+    #[test]
+    fn dialect_guess() {
+        assert_eq!(guess_api("/v1/chat/completions", false), Api::OpenAi);
+        assert_eq!(guess_api("/v1/messages", false), Api::Anthropic);
+        assert_eq!(guess_api("/other", true), Api::Anthropic);
+        assert_eq!(guess_api("/other", false), Api::OpenAi);
+    }
+}

@@ -1,0 +1,26 @@
+//! steadfast: a sidecar-grade failover proxy for LLM provider APIs, built on
+//! Pingora. See README.md for usage and ../SPEC.md for the contract.
+
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod clock;
+pub mod config;
+pub mod dialect;
+pub mod forward;
+pub mod headers;
+pub mod health;
+pub mod lifecycle;
+pub mod limits;
+pub mod logging;
+pub mod outcome;
+pub mod provider;
+pub mod proxy;
+pub mod record;
+pub mod resolver;
+pub mod routing;
+pub mod server;
+pub mod sse;
+pub mod telemetry;
+pub mod tokens;
+pub mod healthcheck;

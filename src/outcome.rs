@@ -1,0 +1,306 @@
+//! Classification of what happened to a request attempt (SPEC §3.6) and the
+//! decisions that follow from it. Pure functions only: the I/O code reports
+//! facts, this module names them.
+
+use pingora_error::ErrorType;
+use std::fmt;
+
+/// Why an attempt (or a whole request) did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorClass {
+    Network,
+    Timeout,
+    RateLimit,
+    Server,
+    Auth,
+    Request,
+    Concurrency,
+    Client,
+    /// A bug in steadfast itself (a recovered panic). Not in the SPEC table
+    /// because it is never the upstream's fault.
+    Internal,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 9] = [
+        ErrorClass::Network,
+        ErrorClass::Timeout,
+        ErrorClass::RateLimit,
+        ErrorClass::Server,
+        ErrorClass::Auth,
+        ErrorClass::Request,
+        ErrorClass::Concurrency,
+        ErrorClass::Client,
+        ErrorClass::Internal,
+    ];
+
+    /// Classes an upstream attempt can end with; the only ones `failover_on`
+    /// may name.
+    pub const UPSTREAM: [ErrorClass; 6] = [
+        ErrorClass::Network,
+        ErrorClass::Timeout,
+        ErrorClass::RateLimit,
+        ErrorClass::Server,
+        ErrorClass::Auth,
+        ErrorClass::Request,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Network => "network",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::RateLimit => "rate_limit",
+            ErrorClass::Server => "server",
+            ErrorClass::Auth => "auth",
+            ErrorClass::Request => "request",
+            ErrorClass::Concurrency => "concurrency",
+            ErrorClass::Client => "client",
+            ErrorClass::Internal => "internal",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ErrorClass> {
+        ErrorClass::ALL.iter().copied().find(|c| c.as_str() == s)
+    }
+
+    /// Whether this failure says something about the provider's health
+    /// (feeds the circuit breaker). A bad request or a client that left does
+    /// not; a 429 is handled as a cooldown instead.
+    pub fn counts_against_provider(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Network | ErrorClass::Timeout | ErrorClass::Server
+        )
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A small set of classes (the `retry.failover_on` list).
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClassSet(u16);
+
+impl ClassSet {
+    pub fn empty() -> Self {
+        ClassSet(0)
+    }
+    pub fn insert(&mut self, c: ErrorClass) {
+        self.0 |= 1 << (c as u16);
+    }
+    pub fn contains(&self, c: ErrorClass) -> bool {
+        self.0 & (1 << (c as u16)) != 0
+    }
+    pub fn iter(&self) -> impl Iterator<Item = ErrorClass> + '_ {
+        ErrorClass::ALL
+            .iter()
+            .copied()
+            .filter(move |c| self.contains(*c))
+    }
+}
+
+impl FromIterator<ErrorClass> for ClassSet {
+    fn from_iter<T: IntoIterator<Item = ErrorClass>>(iter: T) -> Self {
+        let mut s = ClassSet::empty();
+        for c in iter {
+            s.insert(c);
+        }
+        s
+    }
+}
+
+impl fmt::Debug for ClassSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+/// Class of an upstream HTTP status; `None` means the attempt succeeded.
+pub fn classify_status(status: u16) -> Option<ErrorClass> {
+    match status {
+        429 => Some(ErrorClass::RateLimit),
+        401 | 403 => Some(ErrorClass::Auth),
+        400..=499 => Some(ErrorClass::Request),
+        500..=599 => Some(ErrorClass::Server),
+        _ => None,
+    }
+}
+
+/// Class of a transport-level failure reported by Pingora's connector or
+/// HTTP client while talking to an upstream.
+pub fn classify_transport(etype: &ErrorType) -> ErrorClass {
+    use ErrorType::*;
+    match etype {
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+            ErrorClass::Timeout
+        }
+        _ => ErrorClass::Network,
+    }
+}
+
+/// What one attempt ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptResult {
+    Success,
+    Failed(ErrorClass),
+}
+
+impl AttemptResult {
+    pub fn label(self) -> &'static str {
+        match self {
+            AttemptResult::Success => "success",
+            AttemptResult::Failed(c) => c.as_str(),
+        }
+    }
+}
+
+/// The status steadfast answers with when no upstream response can be
+/// returned as is: 504 when every attempt timed out, else 502 (SPEC §4).
+pub fn status_for_failed_attempts(classes: &[ErrorClass]) -> (u16, ErrorClass) {
+    if !classes.is_empty() && classes.iter().all(|c| *c == ErrorClass::Timeout) {
+        (504, ErrorClass::Timeout)
+    } else {
+        (502, ErrorClass::Network)
+    }
+}
+
+/// The `outcome` label of `steadfast_requests_total` for a finished request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestOutcome {
+    Success,
+    RequestError,
+    UpstreamError,
+    Rejected,
+    ClientClosed,
+}
+
+impl RequestOutcome {
+    pub const ALL: [RequestOutcome; 5] = [
+        RequestOutcome::Success,
+        RequestOutcome::RequestError,
+        RequestOutcome::UpstreamError,
+        RequestOutcome::Rejected,
+        RequestOutcome::ClientClosed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Success => "success",
+            RequestOutcome::RequestError => "request_error",
+            RequestOutcome::UpstreamError => "upstream_error",
+            RequestOutcome::Rejected => "rejected",
+            RequestOutcome::ClientClosed => "client_closed",
+        }
+    }
+
+    /// Outcome of a request that ended with `class` (None = success).
+    pub fn from_class(class: Option<ErrorClass>) -> RequestOutcome {
+        match class {
+            None => RequestOutcome::Success,
+            Some(ErrorClass::Request) => RequestOutcome::RequestError,
+            Some(ErrorClass::Concurrency) => RequestOutcome::Rejected,
+            Some(ErrorClass::Client) => RequestOutcome::ClientClosed,
+            Some(_) => RequestOutcome::UpstreamError,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_spec_classes() {
+        assert_eq!(classify_status(200), None);
+        assert_eq!(classify_status(204), None);
+        assert_eq!(classify_status(304), None);
+        assert_eq!(classify_status(429), Some(ErrorClass::RateLimit));
+        assert_eq!(classify_status(401), Some(ErrorClass::Auth));
+        assert_eq!(classify_status(403), Some(ErrorClass::Auth));
+        for s in [400, 404, 413, 422] {
+            assert_eq!(classify_status(s), Some(ErrorClass::Request), "{s}");
+        }
+        for s in [500, 502, 503, 529] {
+            assert_eq!(classify_status(s), Some(ErrorClass::Server), "{s}");
+        }
+    }
+
+    #[test]
+    fn transport_errors_split_into_timeout_and_network() {
+        assert_eq!(
+            classify_transport(&ErrorType::ConnectTimedout),
+            ErrorClass::Timeout
+        );
+        assert_eq!(
+            classify_transport(&ErrorType::ReadTimedout),
+            ErrorClass::Timeout
+        );
+        assert_eq!(
+            classify_transport(&ErrorType::ConnectRefused),
+            ErrorClass::Network
+        );
+        assert_eq!(
+            classify_transport(&ErrorType::ConnectionClosed),
+            ErrorClass::Network
+        );
+        assert_eq!(
+            classify_transport(&ErrorType::TLSHandshakeFailure),
+            ErrorClass::Network
+        );
+    }
+
+    #[test]
+    fn all_timeouts_give_504_anything_else_502() {
+        use ErrorClass::*;
+        assert_eq!(status_for_failed_attempts(&[Timeout, Timeout]).0, 504);
+        assert_eq!(status_for_failed_attempts(&[Timeout, Network]).0, 502);
+        assert_eq!(status_for_failed_attempts(&[Network]).0, 502);
+        assert_eq!(status_for_failed_attempts(&[]).0, 502);
+    }
+
+    #[test]
+    fn class_set_round_trips() {
+        let s: ClassSet = [ErrorClass::Network, ErrorClass::Auth].into_iter().collect();
+        assert!(s.contains(ErrorClass::Network));
+        assert!(s.contains(ErrorClass::Auth));
+        assert!(!s.contains(ErrorClass::Request));
+        assert_eq!(s.iter().count(), 2);
+        for c in ErrorClass::ALL {
+            assert_eq!(ErrorClass::parse(c.as_str()), Some(c));
+        }
+    }
+
+    #[test]
+    fn only_health_relevant_classes_count_against_a_provider() {
+        assert!(ErrorClass::Server.counts_against_provider());
+        assert!(ErrorClass::Network.counts_against_provider());
+        assert!(ErrorClass::Timeout.counts_against_provider());
+        assert!(!ErrorClass::Request.counts_against_provider());
+        assert!(!ErrorClass::Client.counts_against_provider());
+        assert!(!ErrorClass::RateLimit.counts_against_provider());
+    }
+
+    #[test]
+    fn outcomes_follow_the_final_class() {
+        assert_eq!(RequestOutcome::from_class(None), RequestOutcome::Success);
+        assert_eq!(
+            RequestOutcome::from_class(Some(ErrorClass::Request)),
+            RequestOutcome::RequestError
+        );
+        assert_eq!(
+            RequestOutcome::from_class(Some(ErrorClass::Concurrency)),
+            RequestOutcome::Rejected
+        );
+        assert_eq!(
+            RequestOutcome::from_class(Some(ErrorClass::Client)),
+            RequestOutcome::ClientClosed
+        );
+        assert_eq!(
+            RequestOutcome::from_class(Some(ErrorClass::Server)),
+            RequestOutcome::UpstreamError
+        );
+    }
+}

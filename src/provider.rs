@@ -1,0 +1,123 @@
+//! A provider as the request path uses it: its settings, its current
+//! upstream address (resolved off the hot path), its credential header and
+//! its shared health state.
+
+use crate::config::{Api, ProviderSettings, UpstreamAddr};
+use crate::health::ProviderHealth;
+use crate::limits::Limiter;
+use arc_swap::ArcSwapOption;
+use http::{HeaderName, HeaderValue};
+use pingora_core::protocols::ALPN;
+use pingora_core::protocols::l4::ext::TcpKeepalive;
+use pingora_core::upstreams::peer::HttpPeer;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long an idle upstream connection may wait in the pool. Below the
+/// idle timeouts of the big providers' load balancers, so a pooled
+/// connection is rarely closed under us.
+pub const POOL_IDLE: Duration = Duration::from_secs(50);
+
+pub struct Provider {
+    pub settings: ProviderSettings,
+    /// `None` until the host has resolved at least once.
+    peer: ArcSwapOption<HttpPeer>,
+    key: Option<(HeaderName, HeaderValue)>,
+    pub host_header: String,
+    pub health: Arc<ProviderHealth>,
+    pub limiter: Option<Limiter>,
+}
+
+impl Provider {
+    pub fn new(settings: ProviderSettings, health: Arc<ProviderHealth>, addr: Option<SocketAddr>) -> Provider {
+        let key = settings.key.as_ref().and_then(|k| {
+            let (name, value) = match settings.api {
+                Api::Anthropic => ("x-api-key", k.expose().to_string()),
+                Api::OpenAi => ("authorization", format!("Bearer {}", k.expose())),
+            };
+            let mut v = HeaderValue::from_str(&value).ok()?;
+            // Keeps it out of any Debug output of the header map.
+            v.set_sensitive(true);
+            Some((HeaderName::from_static(name), v))
+        });
+        let limiter = settings.max_inflight.map(Limiter::new);
+        let host_header = settings.upstream.host_header();
+        let p = Provider {
+            peer: ArcSwapOption::empty(),
+            key,
+            host_header,
+            health,
+            limiter,
+            settings,
+        };
+        if let Some(a) = addr {
+            p.set_address(a);
+        }
+        p
+    }
+
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    pub fn key_header(&self) -> Option<(&HeaderName, &HeaderValue)> {
+        self.key.as_ref().map(|(n, v)| (n, v))
+    }
+
+    pub fn peer(&self) -> Option<Arc<HttpPeer>> {
+        self.peer.load_full()
+    }
+
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.peer().and_then(|p| match p._address {
+            pingora_core::protocols::l4::socket::SocketAddr::Inet(a) => Some(a),
+            _ => None,
+        })
+    }
+
+    /// Point the provider at a (new) address; pooled connections to the old
+    /// one are simply not reused any more (the pool is keyed by address).
+    pub fn set_address(&self, addr: SocketAddr) {
+        if self.address() == Some(addr) {
+            return;
+        }
+        self.peer.store(Some(Arc::new(build_peer(&self.settings, addr))));
+    }
+}
+
+fn build_peer(s: &ProviderSettings, addr: SocketAddr) -> HttpPeer {
+    let u = &s.upstream;
+    let mut peer = HttpPeer::new(addr, u.tls, u.host.clone());
+    let o = &mut peer.options;
+    o.connection_timeout = Some(s.timeouts.connect);
+    o.total_connection_timeout = Some(s.timeouts.connect);
+    o.idle_timeout = Some(POOL_IDLE);
+    o.alpn = ALPN::H1;
+    o.tcp_keepalive = Some(TcpKeepalive {
+        idle: Duration::from_secs(30),
+        interval: Duration::from_secs(10),
+        count: 3,
+        #[cfg(target_os = "linux")]
+        user_timeout: Duration::ZERO,
+    });
+    o.verify_cert = true;
+    o.verify_hostname = true;
+    peer
+}
+
+/// The address of an IP-literal host, without any lookup.
+pub fn literal_address(u: &UpstreamAddr) -> Option<SocketAddr> {
+    u.host.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, u.port))
+}
+
+/// Blocking DNS lookup; call from startup or a blocking thread only.
+pub fn resolve_blocking(u: &UpstreamAddr) -> std::io::Result<SocketAddr> {
+    if let Some(a) = literal_address(u) {
+        return Ok(a);
+    }
+    (u.host.as_str(), u.port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"))
+}

@@ -1,0 +1,95 @@
+//! What happened to one client request: filled in by the request path,
+//! consumed once at the end by logs, metrics and stats.
+
+use crate::outcome::{AttemptResult, ErrorClass, RequestOutcome};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub provider: String,
+    pub result: AttemptResult,
+    /// Upstream status, when one was received.
+    pub status: Option<u16>,
+    /// From sending the request to the upstream's response header.
+    pub ttfb: Option<Duration>,
+}
+
+/// Token usage reported by the provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+impl Usage {
+    pub fn is_empty(&self) -> bool {
+        *self == Usage::default()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub request_id: String,
+    pub started: Instant,
+    pub method: String,
+    /// Path only: query strings can carry keys and are never recorded.
+    pub path: String,
+    pub route: Option<String>,
+    /// The provider whose response the client got.
+    pub provider: Option<String>,
+    pub attempts: Vec<AttemptRecord>,
+    pub status: u16,
+    /// Final class; `None` for a success.
+    pub class: Option<ErrorClass>,
+    /// Client-observed time to the response header.
+    pub ttfb: Option<Duration>,
+    /// Time spent waiting on upstreams (connect, send, headers, body reads).
+    pub upstream_wait: Duration,
+    /// Set when a committed response broke (class of the break).
+    pub stream_interrupted: Option<ErrorClass>,
+    /// Limiter that refused the request: "global" or "provider".
+    pub rejected_scope: Option<&'static str>,
+    pub model: Option<String>,
+    pub usage: Usage,
+    pub finished: Option<Instant>,
+}
+
+impl RequestRecord {
+    pub fn new(started: Instant) -> Self {
+        RequestRecord {
+            request_id: String::new(),
+            started,
+            method: String::new(),
+            path: String::new(),
+            route: None,
+            provider: None,
+            attempts: Vec::new(),
+            status: 0,
+            class: None,
+            ttfb: None,
+            upstream_wait: Duration::ZERO,
+            stream_interrupted: None,
+            rejected_scope: None,
+            model: None,
+            usage: Usage::default(),
+            finished: None,
+        }
+    }
+
+    pub fn duration(&self) -> Duration {
+        self.finished
+            .unwrap_or_else(Instant::now)
+            .saturating_duration_since(self.started)
+    }
+
+    /// Time spent in steadfast itself.
+    pub fn overhead(&self) -> Duration {
+        self.duration().saturating_sub(self.upstream_wait)
+    }
+
+    pub fn outcome(&self) -> RequestOutcome {
+        RequestOutcome::from_class(self.class)
+    }
+}

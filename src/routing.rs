@@ -1,0 +1,255 @@
+//! Route matching and the provider-ordering strategies (SPEC §3.1, §3.4).
+//!
+//! Each strategy is a pure function over plain numbers; [`Selector`] holds
+//! the little state they need between requests (a round-robin cursor, the
+//! smooth-weighted counters).
+
+use crate::config::{RouteSettings, Strategy};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// First route with a path prefix matching `path` (config order wins).
+pub fn match_route(routes: &[RouteSettings], path: &str) -> Option<usize> {
+    routes.iter().position(|r| matches(&r.paths, path))
+}
+
+/// Whether any of a route's path prefixes matches `path`.
+pub fn matches(prefixes: &[String], path: &str) -> bool {
+    prefixes.iter().any(|p| path.starts_with(p.as_str()))
+}
+
+/// What the ordering needs to know about one provider of a route.
+#[derive(Debug, Clone, Copy)]
+pub struct CandidateInfo {
+    pub available: bool,
+    pub weight: u32,
+    /// least_latency cost (peak-EWMA × load); lower is better.
+    pub cost: f64,
+    pub last_failure_at: Option<Instant>,
+}
+
+/// Per-route selection state; lives as long as the route's config.
+pub struct Selector {
+    strategy: Strategy,
+    cursor: AtomicUsize,
+    swrr: Mutex<Vec<i64>>,
+}
+
+impl Selector {
+    pub fn new(strategy: Strategy, n: usize) -> Self {
+        Selector {
+            strategy,
+            cursor: AtomicUsize::new(0),
+            swrr: Mutex::new(vec![0; n]),
+        }
+    }
+
+    /// Indexes of the route's providers in the order to try them: available
+    /// ones by strategy, then unavailable ones, least recently failed first
+    /// (they are still tried when nothing else is left).
+    pub fn order(&self, cands: &[CandidateInfo]) -> Vec<usize> {
+        let avail: Vec<usize> = (0..cands.len()).filter(|&i| cands[i].available).collect();
+        let mut out = match self.strategy {
+            Strategy::Priority => avail,
+            Strategy::RoundRobin => {
+                let tick = self.cursor.fetch_add(1, Ordering::Relaxed);
+                round_robin(&avail, tick)
+            }
+            Strategy::Weighted => {
+                let mut cur = self.swrr.lock().unwrap_or_else(|p| p.into_inner());
+                weighted(&avail, cands, &mut cur)
+            }
+            Strategy::LeastLatency => {
+                least_latency(&avail, cands, fastrand::usize(..usize::MAX), fastrand::usize(..usize::MAX))
+            }
+        };
+        let mut rest: Vec<usize> = (0..cands.len()).filter(|&i| !cands[i].available).collect();
+        rest.sort_by_key(|&i| cands[i].last_failure_at);
+        out.extend(rest);
+        out
+    }
+}
+
+/// Rotate the available list by `tick`.
+pub fn round_robin(avail: &[usize], tick: usize) -> Vec<usize> {
+    if avail.is_empty() {
+        return Vec::new();
+    }
+    let k = tick % avail.len();
+    avail[k..].iter().chain(&avail[..k]).copied().collect()
+}
+
+/// Smooth weighted round robin (as in nginx): every pick adds each weight to
+/// its counter, takes the largest counter and subtracts the total from it.
+/// Gives an exact weight ratio with the picks of each provider spread out.
+/// The pick goes first; the rest follow by weight for failover.
+pub fn weighted(avail: &[usize], cands: &[CandidateInfo], current: &mut [i64]) -> Vec<usize> {
+    let Some(pick) = swrr_pick(avail, cands, current) else {
+        return Vec::new();
+    };
+    let mut out = vec![pick];
+    let mut rest: Vec<usize> = avail.iter().copied().filter(|&i| i != pick).collect();
+    rest.sort_by(|&a, &b| cands[b].weight.cmp(&cands[a].weight));
+    out.extend(rest);
+    out
+}
+
+pub fn swrr_pick(avail: &[usize], cands: &[CandidateInfo], current: &mut [i64]) -> Option<usize> {
+    let mut total = 0i64;
+    let mut best: Option<usize> = None;
+    for &i in avail {
+        let w = i64::from(cands[i].weight);
+        current[i] += w;
+        total += w;
+        if best.is_none_or(|b| current[i] > current[b]) {
+            best = Some(i);
+        }
+    }
+    let b = best?;
+    current[b] -= total;
+    Some(b)
+}
+
+/// Power of two choices over the cost: pick two distinct random candidates
+/// and lead with the cheaper; the rest follow by cost for failover.
+pub fn least_latency(avail: &[usize], cands: &[CandidateInfo], r1: usize, r2: usize) -> Vec<usize> {
+    let n = avail.len();
+    if n < 2 {
+        return avail.to_vec();
+    }
+    let a = avail[r1 % n];
+    let b = avail[(r1 % n + 1 + r2 % (n - 1)) % n];
+    let first = if cands[b].cost < cands[a].cost { b } else { a };
+    let mut rest: Vec<usize> = avail.iter().copied().filter(|&i| i != first).collect();
+    rest.sort_by(|&x, &y| cands[x].cost.total_cmp(&cands[y].cost));
+    let mut out = vec![first];
+    out.extend(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(available: bool, weight: u32, cost: f64) -> CandidateInfo {
+        CandidateInfo {
+            available,
+            weight,
+            cost,
+            last_failure_at: None,
+        }
+    }
+
+    fn route(name: &str, paths: &[&str]) -> RouteSettings {
+        RouteSettings {
+            name: name.into(),
+            paths: paths.iter().map(|s| s.to_string()).collect(),
+            strategy: Strategy::Priority,
+            providers: vec![0],
+            api: crate::config::Api::Anthropic,
+        }
+    }
+
+    #[test]
+    fn first_matching_prefix_wins() {
+        let routes = vec![
+            route("count", &["/v1/messages/count_tokens"]),
+            route("messages", &["/v1/messages"]),
+            route("chat", &["/v1/chat/completions", "/v1/responses"]),
+        ];
+        assert_eq!(match_route(&routes, "/v1/messages"), Some(1));
+        assert_eq!(match_route(&routes, "/v1/messages/count_tokens"), Some(0));
+        assert_eq!(match_route(&routes, "/v1/responses/abc"), Some(2));
+        assert_eq!(match_route(&routes, "/v2/other"), None);
+    }
+
+    #[test]
+    fn priority_keeps_order_and_puts_unavailable_last() {
+        let s = Selector::new(Strategy::Priority, 3);
+        let t = Instant::now();
+        let mut c = vec![cand(false, 1, 0.0), cand(true, 1, 0.0), cand(false, 1, 0.0)];
+        c[0].last_failure_at = Some(t + std::time::Duration::from_secs(1));
+        c[2].last_failure_at = Some(t);
+        assert_eq!(s.order(&c), vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn all_unavailable_still_yields_every_provider() {
+        let s = Selector::new(Strategy::RoundRobin, 2);
+        let c = vec![cand(false, 1, 0.0), cand(false, 1, 0.0)];
+        assert_eq!(s.order(&c).len(), 2);
+    }
+
+    #[test]
+    fn round_robin_distribution_is_even() {
+        let s = Selector::new(Strategy::RoundRobin, 3);
+        let c = vec![cand(true, 1, 0.0); 3];
+        let mut counts = [0usize; 3];
+        for _ in 0..10_000 {
+            counts[s.order(&c)[0]] += 1;
+        }
+        for n in counts {
+            assert!((3333..=3334).contains(&n), "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn smooth_weighted_matches_weights_exactly_and_spreads() {
+        let s = Selector::new(Strategy::Weighted, 3);
+        let c = vec![cand(true, 5, 0.0), cand(true, 1, 0.0), cand(true, 1, 0.0)];
+        let mut counts = [0usize; 3];
+        let mut seq = Vec::new();
+        for _ in 0..10_010 {
+            let o = s.order(&c);
+            assert_eq!(o.len(), 3);
+            counts[o[0]] += 1;
+            seq.push(o[0]);
+        }
+        assert_eq!(counts, [7150, 1430, 1430]);
+        // nginx's classic sequence for 5:1:1 is a a b a c a a.
+        assert_eq!(&seq[..7], &[0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn weighted_skips_unavailable() {
+        let s = Selector::new(Strategy::Weighted, 2);
+        let c = vec![cand(false, 100, 0.0), cand(true, 1, 0.0)];
+        for _ in 0..100 {
+            assert_eq!(s.order(&c)[0], 1);
+        }
+    }
+
+    #[test]
+    fn least_latency_prefers_cheaper_of_two() {
+        let c = vec![cand(true, 1, 10.0), cand(true, 1, 1.0), cand(true, 1, 5.0)];
+        let avail = [0, 1, 2];
+        // Every pair choice leads with its cheaper member.
+        for r1 in 0..3 {
+            for r2 in 0..2 {
+                let o = least_latency(&avail, &c, r1, r2);
+                assert_eq!(o.len(), 3);
+                let a = avail[r1 % 3];
+                let b = avail[(r1 % 3 + 1 + r2 % 2) % 3];
+                assert_ne!(a, b);
+                let cheaper = if c[a].cost <= c[b].cost { a } else { b };
+                assert_eq!(o[0], cheaper);
+            }
+        }
+    }
+
+    #[test]
+    fn least_latency_distribution_favours_fast_provider() {
+        let s = Selector::new(Strategy::LeastLatency, 3);
+        let c = vec![cand(true, 1, 100.0), cand(true, 1, 10.0), cand(true, 1, 50.0)];
+        let mut counts = [0usize; 3];
+        for _ in 0..10_000 {
+            counts[s.order(&c)[0]] += 1;
+        }
+        // P2C over 3: the fastest wins both pairs it is in (2/3 of picks),
+        // the middle one wins 1/3, the slowest never leads.
+        assert_eq!(counts[0], 0, "{counts:?}");
+        assert!(counts[1] > 6_000 && counts[1] < 7_300, "{counts:?}");
+        assert!(counts[2] > 2_700 && counts[2] < 4_000, "{counts:?}");
+    }
+}

@@ -1,0 +1,115 @@
+//! `steadfast serve`: load the config, build the Pingora server with the
+//! proxy and admin services, and run it until a signal ends it.
+
+use crate::app::App;
+use crate::config::{self, Config, ConfigSource};
+use crate::lifecycle::Signals;
+use crate::proxy::SteadfastProxy;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{RunArgs, Server};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct ServeOptions {
+    pub config: Option<PathBuf>,
+    pub upgrade: bool,
+    pub daemon: bool,
+}
+
+/// Load and validate the config the way `serve` and `check` both do.
+pub fn load_config(flag: Option<&std::path::Path>) -> (ConfigSource, Result<Config, config::ConfigErrors>) {
+    let env = |k: &str| std::env::var(k).ok();
+    let source = config::resolve_source(flag, &env);
+    let loaded = config::load(&source, &env);
+    (source, loaded)
+}
+
+/// Resolve every provider host in parallel, waiting at most `limit`; hosts
+/// that do not resolve in time start unresolved and are retried in the
+/// background, so an offline machine still starts.
+pub fn resolve_all(cfg: &Config, limit: Duration) -> Vec<Option<SocketAddr>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (i, p) in cfg.providers.iter().enumerate() {
+        let tx = tx.clone();
+        let u = p.upstream.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((i, crate::provider::resolve_blocking(&u).ok()));
+        });
+    }
+    drop(tx);
+    let mut out = vec![None; cfg.providers.len()];
+    let deadline = std::time::Instant::now() + limit;
+    while let Ok((i, a)) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+        out[i] = a;
+    }
+    out
+}
+
+pub fn run(opts: ServeOptions) -> i32 {
+    let (source, loaded) = load_config(opts.config.as_deref());
+    let cfg = match loaded {
+        Ok(c) => c,
+        Err(errs) => {
+            eprintln!("steadfast: invalid config ({}):", source.describe());
+            for e in &errs.0 {
+                eprintln!("  {e}");
+            }
+            return 1;
+        }
+    };
+    crate::logging::init(cfg.logging.format);
+    let addrs = resolve_all(&cfg, Duration::from_secs(3));
+    let app = App::new(cfg.clone(), &addrs);
+
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        daemon: opts.daemon,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    let conf = ServerConf {
+        daemon: opts.daemon,
+        threads: cfg.server.threads,
+        pid_file: cfg.server.pid_file.clone(),
+        upgrade_sock: cfg.server.upgrade_sock.clone(),
+        // Drain is ours (lifecycle::Signals); Pingora's grace period only
+        // bounds it from above.
+        grace_period_seconds: Some(cfg.server.shutdown_timeout.as_secs() + 1),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        SteadfastProxy { app: app.clone() },
+        "steadfast proxy",
+    );
+    if let Some(logic) = proxy.app_logic_mut() {
+        let mut o = HttpServerOptions::default();
+        o.h2c = true;
+        logic.server_options = Some(o);
+    }
+    proxy.add_tcp(&cfg.listen_proxy.to_string());
+    server.add_service(proxy);
+    crate::admin::add_service(&mut server, app.clone(), cfg.listen_admin);
+    crate::resolver::add_service(&mut server, app.clone());
+
+    crate::logging::event(log::Level::Info, "started")
+        .field("version", env!("CARGO_PKG_VERSION"))
+        .field("config", source.describe())
+        .field("proxy", cfg.listen_proxy.to_string())
+        .field("admin", cfg.listen_admin.to_string())
+        .field("pid", std::process::id())
+        .emit();
+    app.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals { app: Arc::clone(&app) }),
+    });
+    0
+}

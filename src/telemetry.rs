@@ -1,0 +1,196 @@
+//! The request path reports what happened here, once per fact; this module
+//! turns facts into log events (and, through [`crate::metrics`], into
+//! counters). Keeping the fan-out in one place keeps the request path free
+//! of observability code.
+
+use crate::config::{AccessLog, LogSettings};
+use crate::health::Transition;
+use crate::logging::event;
+use crate::outcome::{AttemptResult, ErrorClass};
+use crate::record::RequestRecord;
+use log::Level;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+static INFLIGHT: AtomicUsize = AtomicUsize::new(0);
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Requests anywhere in the request path, queued ones included: what a
+/// drain waits for.
+pub fn active() -> usize {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
+pub struct ActiveGuard(());
+
+impl ActiveGuard {
+    pub fn new() -> Self {
+        ACTIVE.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(())
+    }
+}
+
+impl Default for ActiveGuard {
+    fn default() -> Self {
+        ActiveGuard::new()
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        ACTIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Client requests holding a global limiter slot right now.
+pub fn inflight() -> usize {
+    INFLIGHT.load(Ordering::Relaxed)
+}
+
+/// Counts a request as in flight for as long as it lives.
+pub struct InflightGuard(());
+
+impl InflightGuard {
+    pub fn new() -> Self {
+        INFLIGHT.fetch_add(1, Ordering::Relaxed);
+        InflightGuard(())
+    }
+}
+
+impl Default for InflightGuard {
+    fn default() -> Self {
+        InflightGuard::new()
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        INFLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+pub fn limiter_rejected(rec: &RequestRecord, scope: &'static str) {
+    event(Level::Warn, "limiter_rejected")
+        .field("request_id", rec.request_id.as_str())
+        .opt("route", rec.route.as_deref())
+        .field("scope", scope)
+        .emit();
+}
+
+pub fn failover(rec: &RequestRecord, from: &str, class: ErrorClass) {
+    event(Level::Warn, "failover")
+        .field("request_id", rec.request_id.as_str())
+        .opt("route", rec.route.as_deref())
+        .field("from_provider", from)
+        .field("class", class.as_str())
+        .emit();
+}
+
+pub fn stream_interrupted(rec: &RequestRecord, provider: &str, class: ErrorClass, detail: &str) {
+    event(Level::Warn, "stream_interrupted")
+        .field("request_id", rec.request_id.as_str())
+        .opt("route", rec.route.as_deref())
+        .field("provider", provider)
+        .field("class", class.as_str())
+        .field("detail", detail)
+        .emit();
+}
+
+pub fn provider_transition(provider: &str, t: &Transition) {
+    match t {
+        Transition::Ejected {
+            for_,
+            class,
+            consecutive_ejections,
+        } => event(Level::Warn, "provider_ejected")
+            .field("provider", provider)
+            .field("class", class.as_str())
+            .field("ejection_ms", ms(*for_))
+            .field("consecutive_ejections", *consecutive_ejections)
+            .emit(),
+        Transition::Recovered => event(Level::Info, "provider_recovered")
+            .field("provider", provider)
+            .emit(),
+        Transition::CoolingDown { for_ } => event(Level::Info, "provider_cooling_down")
+            .field("provider", provider)
+            .field("cooldown_ms", ms(*for_))
+            .emit(),
+    }
+}
+
+pub fn attempt_finished(_provider: &str, _result: AttemptResult, _ttfb: Option<Duration>) {}
+
+/// The access log line (`event: request`) of a finished request.
+pub fn request_finished(rec: &RequestRecord, settings: &LogSettings) {
+    let duration = rec.duration();
+    let is_error = rec.class.is_some() || rec.status >= 500;
+    let log_it = match settings.access_log {
+        AccessLog::Off => false,
+        AccessLog::All => true,
+        AccessLog::ErrorsAndSlow => is_error || duration >= settings.slow,
+    };
+    if !log_it {
+        return;
+    }
+    let attempts: Vec<serde_json::Value> = rec
+        .attempts
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "provider": a.provider,
+                "result": a.result.label(),
+                "status": a.status,
+                "ttfb_ms": a.ttfb.map(ms),
+            })
+        })
+        .collect();
+    let level = if rec.status >= 500 || rec.class.is_some_and(|c| c != ErrorClass::Request && c != ErrorClass::Client) {
+        Level::Warn
+    } else {
+        Level::Info
+    };
+    let mut e = event(level, "request")
+        .field("request_id", rec.request_id.as_str())
+        .field("method", rec.method.as_str())
+        .field("path", rec.path.as_str())
+        .opt("route", rec.route.as_deref())
+        .opt("provider", rec.provider.as_deref())
+        .field("attempts", rec.attempts.len())
+        .field("attempt_chain", attempts)
+        .field("status", rec.status)
+        .field("class", rec.class.map_or("success", ErrorClass::as_str))
+        .field("outcome", rec.outcome().as_str())
+        .field("duration_ms", ms(duration))
+        .opt("ttfb_ms", rec.ttfb.map(ms))
+        .opt("model", rec.model.as_deref());
+    if !rec.usage.is_empty() {
+        e = e.field(
+            "tokens",
+            serde_json::json!({
+                "input": rec.usage.input,
+                "output": rec.usage.output,
+                "cache_read": rec.usage.cache_read,
+                "cache_write": rec.usage.cache_write,
+            }),
+        );
+    }
+    e.emit();
+}
+
+/// Resident set size of this process, from /proc (0 where unavailable).
+pub fn rss_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // Linux pages are 4 KiB on every platform steadfast targets.
+    pages * 4096
+}

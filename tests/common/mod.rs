@@ -1,0 +1,264 @@
+//! Test harness: runs the real `steadfast` binary on loopback ports with a
+//! generated config, and in-process mock providers it can be pointed at.
+
+#![allow(dead_code)]
+
+pub mod http;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub use steadfast::mock::{Behavior, MockApi, MockConfig, MockServer};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_steadfast")
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A fresh directory for one test's files.
+pub fn test_dir(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test dir");
+    dir
+}
+
+pub async fn mock(api: MockApi, name: &str, behavior: Behavior) -> MockServer {
+    MockServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        MockConfig {
+            api,
+            name: name.to_string(),
+            behavior,
+        },
+    )
+    .await
+    .expect("start mock")
+}
+
+pub async fn anthropic(name: &str) -> MockServer {
+    mock(MockApi::Anthropic, name, Behavior::default()).await
+}
+
+pub fn status(code: u16) -> Behavior {
+    Behavior {
+        status: code,
+        ..Behavior::default()
+    }
+}
+
+/// A running `steadfast serve`.
+pub struct Proxy {
+    child: Option<Child>,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+pub struct ProxyBuilder {
+    body: String,
+    env: Vec<(String, String)>,
+    name: String,
+    args: Vec<String>,
+}
+
+impl ProxyBuilder {
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    /// Start and wait until `/ready` answers 200.
+    pub async fn start(self) -> Proxy {
+        let p = self.spawn();
+        p.wait_ready().await;
+        p
+    }
+
+    /// Start without waiting.
+    pub fn spawn(self) -> Proxy {
+        let dir = test_dir(&self.name);
+        let proxy = free_addr();
+        let admin = free_addr();
+        let mut yaml = String::new();
+        if !self.body.contains("listen:") {
+            yaml.push_str(&format!("listen:\n  proxy: \"{proxy}\"\n  admin: \"{admin}\"\n"));
+        }
+        if !self.body.contains("server:") {
+            yaml.push_str(&format!(
+                "server:\n  threads: 2\n  pid_file: \"{}\"\n  upgrade_sock: \"{}\"\n  drain_delay_ms: 0\n  shutdown_timeout_ms: 5000\n",
+                dir.join("steadfast.pid").display(),
+                dir.join("upgrade.sock").display()
+            ));
+        }
+        if !self.body.contains("logging:") {
+            yaml.push_str("logging:\n  access_log: all\n");
+        }
+        yaml.push_str(&self.body);
+        let config_path = dir.join("steadfast.yaml");
+        std::fs::write(&config_path, &yaml).expect("write config");
+        let log_path = dir.join("stderr.log");
+        let child = self.launch(&config_path, &log_path, &dir);
+        Proxy {
+            child: Some(child),
+            proxy,
+            admin,
+            dir,
+            config_path,
+            log_path,
+        }
+    }
+
+    fn launch(&self, config: &Path, log: &Path, dir: &Path) -> Child {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve").arg("-c").arg(config);
+        cmd.args(&self.args);
+        cmd.current_dir(dir);
+        cmd.env_remove("STEADFAST_CONFIG");
+        cmd.env("RUST_LOG", "info");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file));
+        cmd.spawn().expect("spawn steadfast")
+    }
+}
+
+impl Proxy {
+    /// `body` is the YAML after `listen`/`server`, e.g. providers and routes.
+    pub fn builder(name: &str, body: &str) -> ProxyBuilder {
+        ProxyBuilder {
+            body: body.to_string(),
+            env: Vec::new(),
+            name: name.to_string(),
+            args: Vec::new(),
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(r) = http::send_timeout(self.admin, http::Request::get("/ready"), Duration::from_secs(2)).await {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("steadfast did not become ready; log:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Log lines that are JSON events with this `event` name.
+    pub fn events(&self, name: &str) -> Vec<serde_json::Value> {
+        self.logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == name)
+            .collect()
+    }
+
+    /// Wait until a log event matching `pred` appears.
+    pub async fn wait_event(&self, name: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(v) = self.events(name).into_iter().find(|v| pred(v)) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("no {name} event matched; log:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Wait for the process to exit, polling without blocking the runtime.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    return Some(st);
+                }
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn send(&self, req: http::Request<'_>) -> http::Response {
+        http::send(self.proxy, req).await
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// YAML for one provider entry.
+pub fn provider(name: &str, api: &str, addr: SocketAddr, extra: &str) -> String {
+    format!("  - name: {name}\n    api: {api}\n    base_url: \"http://{addr}\"\n{extra}")
+}

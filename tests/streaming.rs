@@ -1,0 +1,179 @@
+//! SSE forwarding and what a client sees when an upstream breaks after the
+//! response was committed (SPEC §3.7, §3.8).
+
+mod common;
+
+use common::http::{anthropic_body, openai_body, Conn, Request};
+use common::*;
+use std::time::Duration;
+
+fn route(api: &str, path: &str, a: std::net::SocketAddr, b: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        "{extra}providers:\n{}{}routes:\n  - name: r\n    paths: [\"{path}\"]\n    providers: [p1, p2]\n",
+        provider("p1", api, a, ""),
+        provider("p2", api, b, "")
+    )
+}
+
+#[tokio::test]
+async fn sse_events_reach_the_client_while_the_upstream_is_still_streaming() {
+    // p1 sends one delta and then goes quiet without closing: anything the
+    // client receives was forwarded before the upstream finished.
+    let m1 = mock(
+        MockApi::Anthropic,
+        "p1",
+        Behavior {
+            stall_mid_stream_after: Some(1),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let m2 = anthropic("p2").await;
+    let px = Proxy::builder("sse-live", &route("anthropic", "/v1/messages", m1.addr(), m2.addr(), "")).start().await;
+    let mut c = Conn::connect(px.proxy).await;
+    c.write_request(&Request::post("/v1/messages", anthropic_body("m", true))).await;
+    let (status, headers) = c.read_head().await.expect("head");
+    assert_eq!(status, 200);
+    assert!(headers.iter().any(|(k, v)| k == "content-type" && v.starts_with("text/event-stream")));
+    let mut seen = String::new();
+    let got_delta = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = c.next_chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("content_block_delta") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(got_delta, Ok(true), "first delta not forwarded while upstream stalls; got {seen:?}");
+    // Every forwarded piece is made of whole events.
+    assert!(seen.ends_with("\n\n"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn anthropic_stream_cut_mid_event_ends_with_an_error_event() {
+    let m1 = mock(
+        MockApi::Anthropic,
+        "p1",
+        Behavior {
+            cut_mid_stream_after: Some(2),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let m2 = anthropic("p2").await;
+    let px = Proxy::builder("sse-cut", &route("anthropic", "/v1/messages", m1.addr(), m2.addr(), "")).start().await;
+    let r = px.send(Request::post("/v1/messages", anthropic_body("m", true))).await;
+    assert_eq!(r.status, 200);
+    assert!(r.complete, "stream should end cleanly after the error event");
+    assert_eq!(r.header("x-steadfast-provider"), Some("p1"));
+    let events = r.events();
+    let deltas = events.iter().filter(|(n, _)| n.as_deref() == Some("content_block_delta")).count();
+    assert_eq!(deltas, 2, "{events:?}");
+    let (name, data) = events.last().unwrap();
+    assert_eq!(name.as_deref(), Some("error"));
+    let v: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "api_error");
+    assert!(events.iter().all(|(n, _)| n.as_deref() != Some("message_stop")));
+    assert_eq!(m2.requests(), 0, "no failover after commit");
+    let ev = px.wait_event("stream_interrupted", |_| true).await;
+    assert_eq!(ev["provider"], "p1");
+    assert_eq!(ev["class"], "network");
+}
+
+#[tokio::test]
+async fn openai_stream_cut_ends_with_an_error_chunk() {
+    let m1 = mock(
+        MockApi::OpenAi,
+        "p1",
+        Behavior {
+            cut_mid_stream_after: Some(1),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let m2 = mock(MockApi::OpenAi, "p2", Behavior::default()).await;
+    let px = Proxy::builder("sse-cut-openai", &route("openai", "/v1/chat/completions", m1.addr(), m2.addr(), "")).start().await;
+    let r = px.send(Request::post("/v1/chat/completions", openai_body("gpt", true))).await;
+    assert_eq!(r.status, 200);
+    assert!(r.complete);
+    let events = r.events();
+    let (_, last) = events.last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).expect("last event is JSON");
+    assert_eq!(v["error"]["code"], "network");
+    assert!(!r.text().contains("[DONE]"));
+}
+
+#[tokio::test]
+async fn stream_idle_timeout_after_commit_ends_with_error_event() {
+    let m1 = mock(
+        MockApi::Anthropic,
+        "p1",
+        Behavior {
+            stall_mid_stream_after: Some(1),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let m2 = anthropic("p2").await;
+    let px = Proxy::builder(
+        "sse-idle",
+        &route("anthropic", "/v1/messages", m1.addr(), m2.addr(), "timeouts:\n  stream_idle_ms: 300\n"),
+    )
+    .start()
+    .await;
+    let r = px.send(Request::post("/v1/messages", anthropic_body("m", true))).await;
+    assert_eq!(r.status, 200);
+    assert!(r.complete);
+    let (name, data) = r.events().last().cloned().unwrap();
+    assert_eq!(name.as_deref(), Some("error"));
+    assert!(data.contains("timeout"), "{data}");
+    let ev = px.wait_event("stream_interrupted", |_| true).await;
+    assert_eq!(ev["class"], "timeout");
+}
+
+#[tokio::test]
+async fn non_sse_body_cut_is_visible_as_broken() {
+    let m1 = mock(
+        MockApi::Anthropic,
+        "p1",
+        Behavior {
+            cut_body_after_bytes: Some(20),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let m2 = anthropic("p2").await;
+    let px = Proxy::builder("json-cut", &route("anthropic", "/v1/messages", m1.addr(), m2.addr(), "")).start().await;
+    let r = px.send(Request::post("/v1/messages", anthropic_body("m", false))).await;
+    assert_eq!(r.status, 200);
+    assert!(!r.complete, "a cut JSON body must not look complete: {:?}", r.text());
+}
+
+#[tokio::test]
+async fn full_stream_passes_through_and_usage_is_logged() {
+    let m1 = mock(
+        MockApi::Anthropic,
+        "p1",
+        Behavior {
+            events: 5,
+            input_tokens: 21,
+            output_tokens: 9,
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let m2 = anthropic("p2").await;
+    let px = Proxy::builder("sse-full", &route("anthropic", "/v1/messages", m1.addr(), m2.addr(), "")).start().await;
+    let r = px.send(Request::post("/v1/messages", anthropic_body("m", true))).await;
+    assert!(r.complete);
+    let names: Vec<String> = r.events().into_iter().filter_map(|(n, _)| n).collect();
+    assert_eq!(names.first().map(String::as_str), Some("message_start"));
+    assert_eq!(names.last().map(String::as_str), Some("message_stop"));
+    assert_eq!(names.iter().filter(|n| *n == "content_block_delta").count(), 5);
+    let ev = px.wait_event("request", |_| true).await;
+    assert_eq!(ev["tokens"]["input"], 21);
+    assert_eq!(ev["tokens"]["output"], 9);
+}

@@ -37,7 +37,11 @@ fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> 
 }
 
 fn text(status: u16, body: &str) -> Response<Vec<u8>> {
-    respond(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes().to_vec(),
+    )
 }
 
 #[async_trait]
@@ -56,6 +60,16 @@ impl ServeHttp for Admin {
             "/health" => {
                 let (status, body) = health(&self.app);
                 respond(status, "application/json", body.to_string().into_bytes())
+            }
+            "/metrics" => {
+                match crate::metrics::global().scrape(&self.app.runtime(), Instant::now()) {
+                    Ok(body) => respond(200, crate::metrics::CONTENT_TYPE, body),
+                    Err(e) => text(500, &format!("{e}\n")),
+                }
+            }
+            "/stats" => {
+                let body = crate::stats::global().render(&self.app.runtime(), Instant::now());
+                respond(200, "application/json", body.to_string().into_bytes())
             }
             _ => text(404, "not found: try /live /ready /health /metrics /stats\n"),
         }
@@ -98,7 +112,11 @@ pub fn health(app: &App) -> (u16, serde_json::Value) {
     } else {
         "healthy"
     };
-    let code = if matches!(status, "healthy" | "degraded") { 200 } else { 503 };
+    let code = if matches!(status, "healthy" | "degraded") {
+        200
+    } else {
+        503
+    };
     (
         code,
         json!({

@@ -99,7 +99,12 @@ impl App {
         rt
     }
 
-    fn build_runtime(&self, config: Config, addrs: &[Option<SocketAddr>], old: Option<&Runtime>) -> Runtime {
+    fn build_runtime(
+        &self,
+        config: Config,
+        addrs: &[Option<SocketAddr>],
+        old: Option<&Runtime>,
+    ) -> Runtime {
         let mut registry = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let providers: Vec<Arc<Provider>> = config
             .providers
@@ -115,7 +120,12 @@ impl App {
                         .find(|p| p.settings.upstream == s.upstream)
                         .and_then(|p| p.address())
                 });
-                let addr = addrs.get(i).copied().flatten().or(known).or_else(|| literal_address(&s.upstream));
+                let addr = addrs
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .or(known)
+                    .or_else(|| literal_address(&s.upstream));
                 Arc::new(Provider::new(s.clone(), health, addr))
             })
             .collect();
@@ -125,7 +135,8 @@ impl App {
             .routes
             .iter()
             .map(|r| {
-                let ps: Vec<Arc<Provider>> = r.providers.iter().map(|&i| providers[i].clone()).collect();
+                let ps: Vec<Arc<Provider>> =
+                    r.providers.iter().map(|&i| providers[i].clone()).collect();
                 Route {
                     rewrites_models: ps.iter().any(|p| !p.settings.models.is_empty()),
                     selector: Selector::new(r.strategy, ps.len()),

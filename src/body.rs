@@ -23,7 +23,9 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for RawObject<'a> {
             }
             fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
                 let mut v = Vec::with_capacity(m.size_hint().unwrap_or(8));
-                while let Some((k, raw)) = m.next_entry::<std::borrow::Cow<'de, str>, &'de RawValue>()? {
+                while let Some((k, raw)) =
+                    m.next_entry::<std::borrow::Cow<'de, str>, &'de RawValue>()?
+                {
                     v.push((k, raw));
                 }
                 Ok(RawObject(v))
@@ -87,9 +89,15 @@ mod tests {
         let body = Bytes::from_static(
             br#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"h\u00e9 \"x\""}],"max_tokens":  10}"#,
         );
-        let out = rewrite_model(&body, &map(&[("claude-sonnet-4-5", "claude-sonnet-4-5-20250929")]));
+        let out = rewrite_model(
+            &body,
+            &map(&[("claude-sonnet-4-5", "claude-sonnet-4-5-20250929")]),
+        );
         let s = std::str::from_utf8(&out).unwrap();
-        assert!(s.starts_with(r#"{"model":"claude-sonnet-4-5-20250929","#), "{s}");
+        assert!(
+            s.starts_with(r#"{"model":"claude-sonnet-4-5-20250929","#),
+            "{s}"
+        );
         assert!(s.contains(r#""content":"h\u00e9 \"x\"""#), "{s}");
         assert!(s.contains(r#""max_tokens":10"#) || s.contains(r#""max_tokens":  10"#));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -38,7 +38,11 @@ impl Drop for ChildGuard {
 }
 
 pub fn run() -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("demo: cannot start runtime: {e}");
@@ -94,7 +98,10 @@ async fn tour() -> Result<(), String> {
     )
     .await?;
     let backup = start_mock("backup", Behavior::default()).await?;
-    println!("mock provider 'primary' on {} — answers 503 (overloaded)", primary.addr());
+    println!(
+        "mock provider 'primary' on {} — answers 503 (overloaded)",
+        primary.addr()
+    );
     println!("mock provider 'backup'  on {} — healthy", backup.addr());
 
     let dir: PathBuf = std::env::temp_dir().join(format!("steadfast-demo-{}", std::process::id()));
@@ -138,32 +145,56 @@ logging: {{ access_log: all }}
     wait_ready(admin).await?;
     println!("steadfast proxying on http://{proxy} (admin on http://{admin})\n");
 
-    let body = r#"{"model":"claude-demo","max_tokens":64,"messages":[{"role":"user","content":"Hi!"}]}"#;
+    let body =
+        r#"{"model":"claude-demo","max_tokens":64,"messages":[{"role":"user","content":"Hi!"}]}"#;
     println!("1. POST /v1/messages — primary fails, steadfast fails over:");
     let r = request(proxy, "POST", "/v1/messages", body).await?;
     explain(&r);
     expect(r.status == 200, "client got 200")?;
-    expect(r.header("x-steadfast-provider") == "backup", "answered by backup")?;
-    expect(r.header("x-steadfast-attempts") == "2", "two attempts: primary (server 503), then backup")?;
+    expect(
+        r.header("x-steadfast-provider") == "backup",
+        "answered by backup",
+    )?;
+    expect(
+        r.header("x-steadfast-attempts") == "2",
+        "two attempts: primary (server 503), then backup",
+    )?;
 
     println!("\n2. Again — primary's second failure ejects it (circuit open):");
     let r = request(proxy, "POST", "/v1/messages", body).await?;
     explain(&r);
-    expect(r.header("x-steadfast-provider") == "backup", "answered by backup")?;
+    expect(
+        r.header("x-steadfast-provider") == "backup",
+        "answered by backup",
+    )?;
 
     println!("\n3. Again — primary is ejected, so backup is tried first:");
     let before = primary.requests();
     let r = request(proxy, "POST", "/v1/messages", body).await?;
     explain(&r);
-    expect(r.header("x-steadfast-attempts") == "1", "one attempt, straight to backup")?;
-    expect(primary.requests() == before, "the ejected primary received nothing")?;
+    expect(
+        r.header("x-steadfast-attempts") == "1",
+        "one attempt, straight to backup",
+    )?;
+    expect(
+        primary.requests() == before,
+        "the ejected primary received nothing",
+    )?;
 
     println!("\n4. A streaming request (SSE), forwarded event by event:");
     let stream_body = r#"{"model":"claude-demo","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"Hi!"}]}"#;
     let r = request(proxy, "POST", "/v1/messages", stream_body).await?;
     let events = r.body.matches("event: ").count();
-    println!("   {} {} events from {}", r.status, events, r.header("x-steadfast-provider"));
-    expect(r.status == 200 && r.body.contains("message_stop"), "complete stream ending in message_stop")?;
+    println!(
+        "   {} {} events from {}",
+        r.status,
+        events,
+        r.header("x-steadfast-provider")
+    );
+    expect(
+        r.status == 200 && r.body.contains("message_stop"),
+        "complete stream ending in message_stop",
+    )?;
 
     println!("\n5. A bad request (400) is the client's fault: returned as is, no failover:");
     backup.set_behavior(Behavior {
@@ -173,7 +204,10 @@ logging: {{ access_log: all }}
     let r = request(proxy, "POST", "/v1/messages", body).await?;
     explain(&r);
     expect(r.status == 400, "client got the provider's 400")?;
-    expect(r.header("x-steadfast-error-class") == "request", "classified as a request error")?;
+    expect(
+        r.header("x-steadfast-error-class") == "request",
+        "classified as a request error",
+    )?;
 
     println!("\n6. Every provider down: a clear error in the Anthropic dialect:");
     backup.stop().await;
@@ -188,7 +222,10 @@ logging: {{ access_log: all }}
     println!("\n7. /health on the admin listener:");
     let h = request(admin, "GET", "/health", "").await?;
     println!("   {} {}", h.status, h.body);
-    expect(h.status == 503 && h.body.contains("\"unhealthy\""), "health reports the route as unhealthy")?;
+    expect(
+        h.status == 503 && h.body.contains("\"unhealthy\""),
+        "health reports the route as unhealthy",
+    )?;
 
     println!("\naccess log lines written by the proxy:");
     if let Ok(text) = std::fs::read_to_string(&log_path) {
@@ -236,9 +273,16 @@ async fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Resu
         .map_err(|e| e.to_string())?
 }
 
-fn blocking_request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<Reply, String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+fn blocking_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<Reply, String> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nx-api-key: demo-client-key\r\nanthropic-version: 2023-06-01\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -265,16 +309,26 @@ fn blocking_request(addr: SocketAddr, method: &str, path: &str, body: &str) -> R
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_vec() };
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
     let body = String::from_utf8_lossy(&body).into_owned();
-    Ok(Reply { status, headers, body })
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut s: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
         let size = String::from_utf8_lossy(&s[..eol]).into_owned();
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         let rest = &s[eol + 2..];
         if n == 0 || rest.len() < n {
             break;

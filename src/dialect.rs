@@ -160,7 +160,11 @@ mod tests {
 
     #[test]
     fn messages_are_json_escaped() {
-        let v = json(&error_body(Api::Anthropic, LocalError::AllNetwork, "a \"quoted\"\nline"));
+        let v = json(&error_body(
+            Api::Anthropic,
+            LocalError::AllNetwork,
+            "a \"quoted\"\nline",
+        ));
         assert_eq!(v["error"]["message"], "a \"quoted\"\nline");
     }
 

@@ -96,7 +96,7 @@ enum AttemptEnd {
     Failed {
         class: ErrorClass,
         detail: String,
-        held: Option<HeldResponse>,
+        held: Option<Box<HeldResponse>>,
     },
 }
 
@@ -105,7 +105,10 @@ enum AttemptEnd {
 pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     // Test-only trigger for panic isolation; compiled out of release builds.
     #[cfg(debug_assertions)]
-    if s.req_header().headers.contains_key("x-steadfast-test-panic") {
+    if s.req_header()
+        .headers
+        .contains_key("x-steadfast-test-panic")
+    {
         panic!("panic requested by x-steadfast-test-panic");
     }
     let rt = app.runtime();
@@ -126,16 +129,14 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
         None => None,
         Some(tokens) => match authorized(&req.headers, tokens) {
             Some(h) => Some(h),
-            None => {
-                return respond_local(
-                    s,
-                    ctx,
-                    LocalError::Unauthorized,
-                    "missing or invalid client token: send it as Authorization: Bearer or x-api-key",
-                    None,
-                )
-                .await
-            }
+            None => return respond_local(
+                s,
+                ctx,
+                LocalError::Unauthorized,
+                "missing or invalid client token: send it as Authorization: Bearer or x-api-key",
+                None,
+            )
+            .await,
         },
     };
 
@@ -173,7 +174,9 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     }
     ctx._inflight = Some(telemetry::InflightGuard::new());
 
-    Attempts::new(app, &rt, route, body, drop_header).run(s, ctx).await
+    Attempts::new(app, &rt, route, body, drop_header)
+        .run(s, ctx)
+        .await
 }
 
 /// The failover loop over one route's providers.
@@ -185,11 +188,17 @@ struct Attempts<'a> {
     drop_header: Option<&'static str>,
     made: u32,
     failures: Vec<(String, ErrorClass, String)>,
-    held: Option<HeldResponse>,
+    held: Option<Box<HeldResponse>>,
 }
 
 impl<'a> Attempts<'a> {
-    fn new(app: &'a App, rt: &'a Runtime, route: &'a Route, body: Bytes, drop_header: Option<&'static str>) -> Self {
+    fn new(
+        app: &'a App,
+        rt: &'a Runtime,
+        route: &'a Route,
+        body: Bytes,
+        drop_header: Option<&'static str>,
+    ) -> Self {
         Attempts {
             app,
             rt,
@@ -209,9 +218,12 @@ impl<'a> Attempts<'a> {
             .providers
             .iter()
             .map(|p| CandidateInfo {
-                available: !matches!(p.health.availability(now), crate::health::Availability::Unavailable(_)),
+                available: !matches!(
+                    p.health.availability(now),
+                    crate::health::Availability::Unavailable(_)
+                ),
                 weight: p.settings.weight,
-                cost: p.health.load_cost(),
+                cost: p.health.load_cost(now),
                 last_failure_at: p.health.last_failure_at(),
             })
             .collect();
@@ -288,7 +300,11 @@ impl<'a> Attempts<'a> {
             match end {
                 AttemptEnd::Finished => return Handled::Responded,
                 AttemptEnd::Abort(e) => return Handled::Abort(e),
-                AttemptEnd::Failed { class, detail, held } => {
+                AttemptEnd::Failed {
+                    class,
+                    detail,
+                    held,
+                } => {
                     let name = provider.name().to_string();
                     if let Some(h) = held {
                         self.held = Some(h);
@@ -323,7 +339,15 @@ impl<'a> Attempts<'a> {
             resp.remove_header("content-length");
             if let Err(e) = resp
                 .insert_header("content-length", h.body.len().to_string())
-                .and_then(|_| headers::stamp(&mut resp, &ctx.rec.request_id, &h.provider, self.made, Some(h.class.as_str())))
+                .and_then(|_| {
+                    headers::stamp(
+                        &mut resp,
+                        &ctx.rec.request_id,
+                        &h.provider,
+                        self.made,
+                        Some(h.class.as_str()),
+                    )
+                })
             {
                 return Handled::Abort(e);
             }
@@ -340,19 +364,25 @@ impl<'a> Attempts<'a> {
             .map(|(p, c, d)| format!("{p} ({c}: {d})"))
             .collect();
         let msg = if tried.is_empty() {
-            format!("no provider of route {} could be tried", self.route.settings.name)
-        } else {
             format!(
-                "all {} attempts failed: {}",
-                self.made,
-                tried.join(", ")
+                "no provider of route {} could be tried",
+                self.route.settings.name
             )
+        } else {
+            format!("all {} attempts failed: {}", self.made, tried.join(", "))
         };
         respond_local(s, ctx, kind, &msg, Some(self.made)).await
     }
 
     /// One attempt against one provider.
-    async fn attempt(&mut self, s: &mut Session, ctx: &mut Ctx, p: &Arc<Provider>, is_probe: bool, more: bool) -> AttemptEnd {
+    async fn attempt(
+        &mut self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        p: &Arc<Provider>,
+        is_probe: bool,
+        more: bool,
+    ) -> AttemptEnd {
         let _load = LoadGuard::new(p);
         let mut t = Try {
             p: p.clone(),
@@ -364,7 +394,14 @@ impl<'a> Attempts<'a> {
         let deadline = ctx.rec.started + p.settings.timeouts.total;
 
         let Some(peer) = p.peer() else {
-            return self.fail(ctx, &t, ErrorClass::Network, "host not resolved yet".into(), None, None);
+            return self.fail(
+                ctx,
+                &t,
+                ErrorClass::Network,
+                "host not resolved yet".into(),
+                None,
+                None,
+            );
         };
         let body = if self.route.rewrites_models {
             crate::body::rewrite_model(&self.body, &p.settings.models)
@@ -376,7 +413,13 @@ impl<'a> Attempts<'a> {
             path_prefix: &p.settings.upstream.path_prefix,
             key: p.key_header(),
         };
-        let up_req = match headers::upstream_request(s.req_header(), &target, self.drop_header, &ctx.rec.request_id, body.len()) {
+        let up_req = match headers::upstream_request(
+            s.req_header(),
+            &target,
+            self.drop_header,
+            &ctx.rec.request_id,
+            body.len(),
+        ) {
             Ok(r) => r,
             Err(e) => {
                 let detail = format!("cannot build upstream request: {}", describe(&e));
@@ -395,7 +438,11 @@ impl<'a> Attempts<'a> {
             }
             let connect = async {
                 if fresh {
-                    self.app.transport.new_stream(&*peer).await.map(|s| (s, false))
+                    self.app
+                        .transport
+                        .new_stream(&*peer)
+                        .await
+                        .map(|s| (s, false))
                 } else {
                     self.app.transport.get_stream(&*peer).await
                 }
@@ -403,7 +450,12 @@ impl<'a> Attempts<'a> {
             let (stream, reused) = match tokio::time::timeout(left, connect).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => break Err((outcome::classify_transport(e.etype()), describe(&e))),
-                Err(_) => break Err((ErrorClass::Timeout, "total timeout reached while connecting".into())),
+                Err(_) => {
+                    break Err((
+                        ErrorClass::Timeout,
+                        "total timeout reached while connecting".into(),
+                    ))
+                }
             };
             let mut up = UpstreamSession::new_with_options(stream, &*peer);
             let budget = p
@@ -425,7 +477,14 @@ impl<'a> Attempts<'a> {
                     self.record_attempt(ctx, &t, AttemptResult::Failed(ErrorClass::Client));
                     if t.is_probe {
                         // Give the probe slot back: the provider was not judged.
-                        p.health.record(Instant::now(), AttemptResult::Failed(ErrorClass::Client), true, None, &self.rt.policy, 1.0);
+                        p.health.record(
+                            Instant::now(),
+                            AttemptResult::Failed(ErrorClass::Client),
+                            true,
+                            None,
+                            &self.rt.policy,
+                            1.0,
+                        );
                     }
                     return AttemptEnd::Abort(e);
                 }
@@ -434,9 +493,14 @@ impl<'a> Attempts<'a> {
                     fresh = true;
                     continue;
                 }
-                Ok(Ok(Err(e))) => break Err((outcome::classify_transport(e.etype()), describe(&e))),
+                Ok(Ok(Err(e))) => {
+                    break Err((outcome::classify_transport(e.etype()), describe(&e)))
+                }
                 Ok(Err(_)) => {
-                    break Err((ErrorClass::Timeout, format!("no response header within {} ms", budget.as_millis())))
+                    break Err((
+                        ErrorClass::Timeout,
+                        format!("no response header within {} ms", budget.as_millis()),
+                    ))
                 }
             }
         };
@@ -449,7 +513,14 @@ impl<'a> Attempts<'a> {
         t.ttfb = Some(ttfb);
         p.health.observe_ttfb(Instant::now(), ttfb);
         let Some(head) = up.resp_header().cloned() else {
-            return self.fail(ctx, &t, ErrorClass::Network, "no response header".into(), None, None);
+            return self.fail(
+                ctx,
+                &t,
+                ErrorClass::Network,
+                "no response header".into(),
+                None,
+                None,
+            );
         };
         let status = head.status.as_u16();
         t.status = Some(status);
@@ -460,7 +531,9 @@ impl<'a> Attempts<'a> {
         };
 
         let max = self.rt.config.retry.max_attempts;
-        let fails_over = |c: ErrorClass| self.rt.config.retry.fails_over(c) && self.made < max && (more || is_transient(c));
+        let fails_over = |c: ErrorClass| {
+            self.rt.config.retry.fails_over(c) && self.made < max && (more || is_transient(c))
+        };
         let mut prefix = None;
         if let Some(c) = class.filter(|c| fails_over(*c)) {
             // Hold the error back: it is only the answer if nothing better
@@ -472,22 +545,41 @@ impl<'a> Attempts<'a> {
             match held {
                 Held::Complete(body) => {
                     self.release(up, &peer).await;
-                    let h = HeldResponse {
+                    let h = Box::new(HeldResponse {
                         provider: p.name().to_string(),
                         header: head,
                         body,
                         class: c,
-                    };
+                    });
                     return self.fail(ctx, &t, c, detail, retry_after, Some(h));
                 }
                 Held::Broken => {
-                    return self.fail(ctx, &t, c, format!("{detail}, then the body broke"), retry_after, None);
+                    return self.fail(
+                        ctx,
+                        &t,
+                        c,
+                        format!("{detail}, then the body broke"),
+                        retry_after,
+                        None,
+                    );
                 }
                 // Too big to hold: this one is the answer after all.
                 Held::TooLarge(bytes) => prefix = Some(bytes),
             }
         }
-        self.commit(s, ctx, t, up, &peer, head, class, retry_after, prefix, deadline).await
+        self.commit(
+            s,
+            ctx,
+            t,
+            up,
+            &peer,
+            head,
+            class,
+            retry_after,
+            prefix,
+            deadline,
+        )
+        .await
     }
 
     /// Send this attempt's response to the client and relay its body.
@@ -510,12 +602,31 @@ impl<'a> Attempts<'a> {
             Ok(r) => r,
             Err(e) => return self.fail(ctx, &t, ErrorClass::Network, describe(&e), None, None),
         };
-        if let Err(e) = headers::stamp(&mut resp, &ctx.rec.request_id, p.name(), self.made, class.map(ErrorClass::as_str)) {
+        if let Err(e) = headers::stamp(
+            &mut resp,
+            &ctx.rec.request_id,
+            p.name(),
+            self.made,
+            class.map(ErrorClass::as_str),
+        ) {
             return self.fail(ctx, &t, ErrorClass::Network, describe(&e), None, None);
         }
         let sse = is_sse(&head);
         let body_done = prefix.is_none() && up.is_body_done();
+        // An HTTP/1.1 body of unknown length must be chunked, or the client
+        // could only find its end by the connection closing (and a cut
+        // stream would look complete).
+        if !body_done
+            && resp.headers.get(http::header::CONTENT_LENGTH).is_none()
+            && !s.as_downstream().is_http2()
+        {
+            if let Err(e) = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked") {
+                return self.fail(ctx, &t, ErrorClass::Network, describe(&e), None, None);
+            }
+        }
         ctx.committed = true;
+        // A client that stops reading must not pin the upstream forever.
+        s.set_write_timeout(Some(p.settings.timeouts.stream_idle));
         ctx.rec.provider = Some(p.name().to_string());
         ctx.rec.status = head.status.as_u16();
         ctx.rec.class = class;
@@ -566,9 +677,14 @@ impl<'a> Attempts<'a> {
                     break End::Broken(outcome::classify_transport(e.etype()), describe(&e))
                 }
                 Step::Upstream(Err(_)) => {
-                    break End::Broken(ErrorClass::Timeout, format!("no data for {} ms", idle.as_millis()))
+                    break End::Broken(
+                        ErrorClass::Timeout,
+                        format!("no data for {} ms", idle.as_millis()),
+                    )
                 }
-                Step::Deadline => break End::Broken(ErrorClass::Timeout, "total timeout reached".into()),
+                Step::Deadline => {
+                    break End::Broken(ErrorClass::Timeout, "total timeout reached".into())
+                }
                 Step::ClientGone(e) => break End::ClientGone(e),
             }
         };
@@ -612,7 +728,10 @@ impl<'a> Attempts<'a> {
                 } else {
                     // No way to signal an error inside a plain body: cut the
                     // connection so the client sees it broken, not complete.
-                    AttemptEnd::Abort(Error::explain(ErrorType::ConnectionClosed, "upstream body broke after commit"))
+                    AttemptEnd::Abort(Error::explain(
+                        ErrorType::ConnectionClosed,
+                        "upstream body broke after commit",
+                    ))
                 }
             }
         }
@@ -623,7 +742,14 @@ impl<'a> Attempts<'a> {
         ctx.rec.class = Some(ErrorClass::Client);
         self.record_attempt(ctx, t, AttemptResult::Failed(ErrorClass::Client));
         if t.is_probe {
-            t.p.health.record(Instant::now(), AttemptResult::Failed(ErrorClass::Client), true, None, &self.rt.policy, 1.0);
+            t.p.health.record(
+                Instant::now(),
+                AttemptResult::Failed(ErrorClass::Client),
+                true,
+                None,
+                &self.rt.policy,
+                1.0,
+            );
         }
         AttemptEnd::Abort(e)
     }
@@ -636,16 +762,27 @@ impl<'a> Attempts<'a> {
         class: ErrorClass,
         detail: String,
         retry_after: Option<Duration>,
-        held: Option<HeldResponse>,
+        held: Option<Box<HeldResponse>>,
     ) -> AttemptEnd {
         self.judge(ctx, t, AttemptResult::Failed(class), retry_after);
-        AttemptEnd::Failed { class, detail, held }
+        AttemptEnd::Failed {
+            class,
+            detail,
+            held,
+        }
     }
 
     /// Record the attempt and feed its result to the provider's health.
     fn judge(&self, ctx: &mut Ctx, t: &Try, result: AttemptResult, retry_after: Option<Duration>) {
         self.record_attempt(ctx, t, result);
-        let transition = t.p.health.record(Instant::now(), result, t.is_probe, retry_after, &self.rt.policy, fastrand::f64());
+        let transition = t.p.health.record(
+            Instant::now(),
+            result,
+            t.is_probe,
+            retry_after,
+            &self.rt.policy,
+            fastrand::f64(),
+        );
         if let Some(tr) = transition {
             telemetry::provider_transition(t.p.name(), &tr);
         }
@@ -663,7 +800,11 @@ impl<'a> Attempts<'a> {
 
     /// Return a finished upstream connection to the pool when it can carry
     /// another request.
-    async fn release(&self, mut up: UpstreamSession, peer: &pingora_core::upstreams::peer::HttpPeer) {
+    async fn release(
+        &self,
+        mut up: UpstreamSession,
+        peer: &pingora_core::upstreams::peer::HttpPeer,
+    ) {
         up.respect_keepalive();
         if let Some(stream) = up.reuse().await {
             use pingora_core::upstreams::peer::Peer;
@@ -711,28 +852,41 @@ enum End {
     ClientGone(Box<Error>),
 }
 
-/// Classes worth another try on the same provider within one request.
+/// Classes worth another try on the same provider within one request:
+/// quick failures that often clear at once. Not timeouts: a provider that
+/// just took `response_header_ms` to say nothing would only double the
+/// client's wait.
 fn is_transient(c: ErrorClass) -> bool {
-    matches!(c, ErrorClass::Network | ErrorClass::Timeout | ErrorClass::Server)
+    matches!(c, ErrorClass::Network | ErrorClass::Server)
 }
 
 fn is_sse(h: &ResponseHeader) -> bool {
     h.headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
 }
 
 /// A short, key-free description of a transport error.
 fn describe(e: &Error) -> String {
-    match &e.cause {
-        Some(c) => format!("{}: {}", e.etype().as_str(), c),
-        None => e.etype().as_str().to_string(),
+    let root = e.root_cause().to_string();
+    if e.cause.is_none() || root.is_empty() {
+        e.etype().as_str().to_string()
+    } else {
+        format!("{}: {root}", e.etype().as_str())
     }
 }
 
 /// Send the request and read up to the final response header.
-async fn exchange(up: &mut UpstreamSession, req: &pingora_http::RequestHeader, body: &Bytes) -> Result<()> {
+async fn exchange(
+    up: &mut UpstreamSession,
+    req: &pingora_http::RequestHeader,
+    body: &Bytes,
+) -> Result<()> {
     up.write_request_header(Box::new(req.clone())).await?;
     if !body.is_empty() {
         up.write_body(body).await?;
@@ -808,7 +962,9 @@ async fn read_body(s: &mut Session, max: usize) -> std::result::Result<Bytes, Bo
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if expects_continue {
-        s.write_continue_response().await.map_err(BodyError::Client)?;
+        s.write_continue_response()
+            .await
+            .map_err(BodyError::Client)?;
     }
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
@@ -839,7 +995,11 @@ enum Slot {
 
 /// Take a limiter slot, giving up when the queue timeout passes or the
 /// client leaves while queued.
-async fn acquire(s: &mut Session, limiter: &Limiter, wait: Duration) -> std::result::Result<OwnedSemaphorePermit, Slot> {
+async fn acquire(
+    s: &mut Session,
+    limiter: &Limiter,
+    wait: Duration,
+) -> std::result::Result<OwnedSemaphorePermit, Slot> {
     if let Some(p) = limiter.try_acquire() {
         return Ok(p);
     }
@@ -871,7 +1031,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Write a whole response (header and body) built by steadfast.
 async fn write_whole(s: &mut Session, ctx: &mut Ctx, resp: ResponseHeader, body: Bytes) -> Handled {
     ctx.committed = true;
-    if let Err(e) = s.write_response_header(Box::new(resp), body.is_empty()).await {
+    if let Err(e) = s
+        .write_response_header(Box::new(resp), body.is_empty())
+        .await
+    {
         return Handled::Abort(e);
     }
     ctx.rec.ttfb = Some(ctx.rec.started.elapsed());
@@ -884,7 +1047,13 @@ async fn write_whole(s: &mut Session, ctx: &mut Ctx, resp: ResponseHeader, body:
 }
 
 /// Answer with an error of steadfast's own, in the route's dialect.
-pub async fn respond_local(s: &mut Session, ctx: &mut Ctx, kind: LocalError, message: &str, attempts: Option<u32>) -> Handled {
+pub async fn respond_local(
+    s: &mut Session,
+    ctx: &mut Ctx,
+    kind: LocalError,
+    message: &str,
+    attempts: Option<u32>,
+) -> Handled {
     ctx.rec.status = kind.status();
     ctx.rec.class = Some(kind.class());
     if ctx.rec.request_id.is_empty() {
@@ -898,14 +1067,25 @@ pub async fn respond_local(s: &mut Session, ctx: &mut Ctx, kind: LocalError, mes
     write_whole(s, ctx, resp, body).await
 }
 
-fn local_header(kind: LocalError, request_id: &str, attempts: u32, len: usize) -> Result<ResponseHeader> {
+fn local_header(
+    kind: LocalError,
+    request_id: &str,
+    attempts: u32,
+    len: usize,
+) -> Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(kind.status(), Some(8))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
     if kind == LocalError::Overloaded {
         resp.insert_header(http::header::RETRY_AFTER, "1")?;
     }
-    headers::stamp(&mut resp, request_id, "none", attempts, Some(kind.class().as_str()))?;
+    headers::stamp(
+        &mut resp,
+        request_id,
+        "none",
+        attempts,
+        Some(kind.class().as_str()),
+    )?;
     Ok(resp)
 }
 

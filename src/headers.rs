@@ -74,7 +74,11 @@ pub fn upstream_request(
     } else {
         std::borrow::Cow::Owned(format!("{}{}", target.path_prefix, pq))
     };
-    let mut req = RequestHeader::build(client.method.clone(), path.as_bytes(), Some(client.headers.len() + 4))?;
+    let mut req = RequestHeader::build(
+        client.method.clone(),
+        path.as_bytes(),
+        Some(client.headers.len() + 4),
+    )?;
     let listed = connection_listed(&client.headers);
     for (name, value) in client.headers.iter() {
         let n = name.as_str();
@@ -140,7 +144,11 @@ pub fn stamp(
 
 /// A request id: the client's when it sent a sane one, else a fresh random one.
 pub fn request_id(client: &RequestHeader) -> String {
-    if let Some(v) = client.headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = client
+        .headers
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+    {
         if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
             return v.to_string();
         }
@@ -179,7 +187,8 @@ mod tests {
     fn client_req() -> RequestHeader {
         let mut r = RequestHeader::build("POST", b"/v1/messages?beta=true", None).unwrap();
         r.insert_header("host", "127.0.0.1:8787").unwrap();
-        r.insert_header("authorization", "Bearer client-secret").unwrap();
+        r.insert_header("authorization", "Bearer client-secret")
+            .unwrap();
         r.insert_header("x-api-key", "client-key").unwrap();
         r.insert_header("anthropic-version", "2023-06-01").unwrap();
         r.insert_header("connection", "keep-alive, x-hop").unwrap();

@@ -41,8 +41,10 @@ pub fn get_status(url: &str) -> Result<u16, String> {
         .next()
         .ok_or_else(|| format!("no address for {authority}"))?;
     let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(TIMEOUT))
+        .map_err(|e| e.to_string())?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: steadfast-healthcheck\r\n\r\n")
         .map_err(|e| e.to_string())?;
     let mut head = [0u8; 64];

@@ -88,7 +88,8 @@ fn render(record: &log::Record, format: LogFormat) -> String {
     let ts = crate::clock::rfc3339(SystemTime::now());
     let level = record.level().as_str().to_ascii_lowercase();
     let msg = record.args().to_string();
-    let event_json = (record.target() == EVENT_TARGET && msg.starts_with('{')).then_some(msg.as_str());
+    let event_json =
+        (record.target() == EVENT_TARGET && msg.starts_with('{')).then_some(msg.as_str());
     match format {
         LogFormat::Json => match event_json {
             // Splice ts and level in front of the event's own fields.
@@ -104,20 +105,26 @@ fn render(record: &log::Record, format: LogFormat) -> String {
                 v.to_string()
             }
         },
-        LogFormat::Text => match event_json.and_then(|o| serde_json::from_str::<Map<String, Value>>(o).ok()) {
-            Some(map) => {
-                let name = map.get("event").and_then(Value::as_str).unwrap_or("event").to_string();
-                let mut s = format!("{ts} {level:<5} {name}");
-                for (k, v) in map.iter().filter(|(k, _)| *k != "event") {
-                    match v {
-                        Value::String(x) => s.push_str(&format!(" {k}={x:?}")),
-                        other => s.push_str(&format!(" {k}={other}")),
+        LogFormat::Text => {
+            match event_json.and_then(|o| serde_json::from_str::<Map<String, Value>>(o).ok()) {
+                Some(map) => {
+                    let name = map
+                        .get("event")
+                        .and_then(Value::as_str)
+                        .unwrap_or("event")
+                        .to_string();
+                    let mut s = format!("{ts} {level:<5} {name}");
+                    for (k, v) in map.iter().filter(|(k, _)| *k != "event") {
+                        match v {
+                            Value::String(x) => s.push_str(&format!(" {k}={x:?}")),
+                            other => s.push_str(&format!(" {k}={other}")),
+                        }
                     }
+                    s
                 }
-                s
+                None => format!("{ts} {level:<5} [{}] {msg}", record.target()),
             }
-            None => format!("{ts} {level:<5} [{}] {msg}", record.target()),
-        },
+        }
     }
 }
 
@@ -146,7 +153,10 @@ mod tests {
 
     #[test]
     fn foreign_records_are_wrapped() {
-        let line = render(&rec("pingora_core::x", format_args!("a \"quoted\" thing")), LogFormat::Json);
+        let line = render(
+            &rec("pingora_core::x", format_args!("a \"quoted\" thing")),
+            LogFormat::Json,
+        );
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["event"], "log");
         assert_eq!(v["message"], "a \"quoted\" thing");

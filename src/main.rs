@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "steadfast", version, about = "Sidecar-grade failover proxy for LLM provider APIs")]
+#[command(
+    name = "steadfast",
+    version,
+    about = "Sidecar-grade failover proxy for LLM provider APIs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,14 +39,28 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:9090/health")]
         url: String,
     },
+    /// Self-contained demo: mock providers (one failing) + the proxy, explained.
+    Demo,
+    /// Mock LLM provider for demos, tests and benchmarks.
+    MockProvider(steadfast::mock::MockArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Serve { config, upgrade, daemon } => steadfast::server::run(steadfast::server::ServeOptions { config, upgrade, daemon }),
+        Command::Serve {
+            config,
+            upgrade,
+            daemon,
+        } => steadfast::server::run(steadfast::server::ServeOptions {
+            config,
+            upgrade,
+            daemon,
+        }),
         Command::Check { config } => check(config),
         Command::Healthcheck { url } => steadfast::healthcheck::run(&url),
+        Command::Demo => steadfast::demo::run(),
+        Command::MockProvider(args) => steadfast::mock::run_cli(args),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

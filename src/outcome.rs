@@ -263,7 +263,9 @@ mod tests {
 
     #[test]
     fn class_set_round_trips() {
-        let s: ClassSet = [ErrorClass::Network, ErrorClass::Auth].into_iter().collect();
+        let s: ClassSet = [ErrorClass::Network, ErrorClass::Auth]
+            .into_iter()
+            .collect();
         assert!(s.contains(ErrorClass::Network));
         assert!(s.contains(ErrorClass::Auth));
         assert!(!s.contains(ErrorClass::Request));

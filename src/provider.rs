@@ -7,8 +7,8 @@ use crate::health::ProviderHealth;
 use crate::limits::Limiter;
 use arc_swap::ArcSwapOption;
 use http::{HeaderName, HeaderValue};
-use pingora_core::protocols::ALPN;
 use pingora_core::protocols::l4::ext::TcpKeepalive;
+use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -30,7 +30,11 @@ pub struct Provider {
 }
 
 impl Provider {
-    pub fn new(settings: ProviderSettings, health: Arc<ProviderHealth>, addr: Option<SocketAddr>) -> Provider {
+    pub fn new(
+        settings: ProviderSettings,
+        health: Arc<ProviderHealth>,
+        addr: Option<SocketAddr>,
+    ) -> Provider {
         let key = settings.key.as_ref().and_then(|k| {
             let (name, value) = match settings.api {
                 Api::Anthropic => ("x-api-key", k.expose().to_string()),
@@ -82,7 +86,8 @@ impl Provider {
         if self.address() == Some(addr) {
             return;
         }
-        self.peer.store(Some(Arc::new(build_peer(&self.settings, addr))));
+        self.peer
+            .store(Some(Arc::new(build_peer(&self.settings, addr))));
     }
 }
 
@@ -108,7 +113,10 @@ fn build_peer(s: &ProviderSettings, addr: SocketAddr) -> HttpPeer {
 
 /// The address of an IP-literal host, without any lookup.
 pub fn literal_address(u: &UpstreamAddr) -> Option<SocketAddr> {
-    u.host.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, u.port))
+    u.host
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, u.port))
 }
 
 /// Blocking DNS lookup; call from startup or a blocking thread only.

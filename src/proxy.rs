@@ -29,7 +29,10 @@ impl ProxyHttp for SteadfastProxy {
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         // Never reached: request_filter always answers.
-        Error::e_explain(ErrorType::InternalError, "steadfast answers every request in request_filter")
+        Error::e_explain(
+            ErrorType::InternalError,
+            "steadfast answers every request in request_filter",
+        )
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -56,7 +59,15 @@ impl ProxyHttp for SteadfastProxy {
                     return Error::e_explain(ErrorType::InternalError, "panic after commit");
                 }
                 session.set_keepalive(None);
-                match forward::respond_local(session, ctx, LocalError::Internal, "internal error in steadfast; the request was not completed", None).await {
+                match forward::respond_local(
+                    session,
+                    ctx,
+                    LocalError::Internal,
+                    "internal error in steadfast; the request was not completed",
+                    None,
+                )
+                .await
+                {
                     Handled::Responded => Ok(true),
                     Handled::Abort(e) => Err(e),
                 }
@@ -64,7 +75,12 @@ impl ProxyHttp for SteadfastProxy {
         }
     }
 
-    async fn fail_to_proxy(&self, _session: &mut Session, _e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        _session: &mut Session,
+        _e: &Error,
+        ctx: &mut Ctx,
+    ) -> FailToProxy {
         // Every error the request path returns means the client connection
         // is unusable (client gone, or a response deliberately cut): write
         // nothing more and close it.

@@ -54,7 +54,11 @@ impl BackgroundService for Resolver {
                     }
                 }
             }
-            let wait = if unresolved { RETRY_UNRESOLVED } else { REFRESH };
+            let wait = if unresolved {
+                RETRY_UNRESOLVED
+            } else {
+                REFRESH
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
@@ -62,4 +66,3 @@ impl BackgroundService for Resolver {
         }
     }
 }
-

@@ -60,9 +60,12 @@ impl Selector {
                 let mut cur = self.swrr.lock().unwrap_or_else(|p| p.into_inner());
                 weighted(&avail, cands, &mut cur)
             }
-            Strategy::LeastLatency => {
-                least_latency(&avail, cands, fastrand::usize(..usize::MAX), fastrand::usize(..usize::MAX))
-            }
+            Strategy::LeastLatency => least_latency(
+                &avail,
+                cands,
+                fastrand::usize(..usize::MAX),
+                fastrand::usize(..usize::MAX),
+            ),
         };
         let mut rest: Vec<usize> = (0..cands.len()).filter(|&i| !cands[i].available).collect();
         rest.sort_by_key(|&i| cands[i].last_failure_at);
@@ -241,7 +244,11 @@ mod tests {
     #[test]
     fn least_latency_distribution_favours_fast_provider() {
         let s = Selector::new(Strategy::LeastLatency, 3);
-        let c = vec![cand(true, 1, 100.0), cand(true, 1, 10.0), cand(true, 1, 50.0)];
+        let c = vec![
+            cand(true, 1, 100.0),
+            cand(true, 1, 10.0),
+            cand(true, 1, 50.0),
+        ];
         let mut counts = [0usize; 3];
         for _ in 0..10_000 {
             counts[s.order(&c)[0]] += 1;

@@ -20,7 +20,9 @@ pub struct ServeOptions {
 }
 
 /// Load and validate the config the way `serve` and `check` both do.
-pub fn load_config(flag: Option<&std::path::Path>) -> (ConfigSource, Result<Config, config::ConfigErrors>) {
+pub fn load_config(
+    flag: Option<&std::path::Path>,
+) -> (ConfigSource, Result<Config, config::ConfigErrors>) {
     let env = |k: &str| std::env::var(k).ok();
     let source = config::resolve_source(flag, &env);
     let loaded = config::load(&source, &env);
@@ -42,7 +44,9 @@ pub fn resolve_all(cfg: &Config, limit: Duration) -> Vec<Option<SocketAddr>> {
     drop(tx);
     let mut out = vec![None; cfg.providers.len()];
     let deadline = std::time::Instant::now() + limit;
-    while let Ok((i, a)) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+    while let Ok((i, a)) =
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
         out[i] = a;
     }
     out
@@ -83,7 +87,17 @@ pub fn run(opts: ServeOptions) -> i32 {
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    crate::lifecycle::add_service(&mut server, app.clone());
+    // In upgrade mode this waits for the old process to hand its sockets over.
     server.bootstrap();
+    if !opts.daemon {
+        if let Err(e) = crate::lifecycle::pidfile::write(&cfg.server.pid_file) {
+            crate::logging::event(log::Level::Warn, "pid_file_failed")
+                .field("path", cfg.server.pid_file.as_str())
+                .field("error", e.to_string())
+                .emit();
+        }
+    }
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -99,6 +113,8 @@ pub fn run(opts: ServeOptions) -> i32 {
     server.add_service(proxy);
     crate::admin::add_service(&mut server, app.clone(), cfg.listen_admin);
     crate::resolver::add_service(&mut server, app.clone());
+    crate::lifecycle::reload::add_service(&mut server, app.clone());
+    crate::health::probe::add_service(&mut server, app.clone());
 
     crate::logging::event(log::Level::Info, "started")
         .field("version", env!("CARGO_PKG_VERSION"))
@@ -109,7 +125,9 @@ pub fn run(opts: ServeOptions) -> i32 {
         .emit();
     app.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     server.run(RunArgs {
-        shutdown_signal: Box::new(Signals { app: Arc::clone(&app) }),
+        shutdown_signal: Box::new(Signals {
+            app: Arc::clone(&app),
+        }),
     });
-    0
+    crate::lifecycle::exit_now(&app, 0)
 }

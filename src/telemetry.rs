@@ -8,6 +8,7 @@ use crate::health::Transition;
 use crate::logging::event;
 use crate::outcome::{AttemptResult, ErrorClass};
 use crate::record::RequestRecord;
+use crate::{metrics, stats};
 use log::Level;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -52,7 +53,8 @@ pub struct InflightGuard(());
 
 impl InflightGuard {
     pub fn new() -> Self {
-        INFLIGHT.fetch_add(1, Ordering::Relaxed);
+        let now = INFLIGHT.fetch_add(1, Ordering::Relaxed) + 1;
+        stats::global().inflight_now(now);
         InflightGuard(())
     }
 }
@@ -74,6 +76,8 @@ fn ms(d: Duration) -> u64 {
 }
 
 pub fn limiter_rejected(rec: &RequestRecord, scope: &'static str) {
+    metrics::global().limiter_rejected(scope);
+    stats::global().limiter_rejected(scope);
     event(Level::Warn, "limiter_rejected")
         .field("request_id", rec.request_id.as_str())
         .opt("route", rec.route.as_deref())
@@ -81,6 +85,8 @@ pub fn limiter_rejected(rec: &RequestRecord, scope: &'static str) {
         .emit();
 }
 
+/// Log only: failovers are counted from the attempt chain when the request
+/// finishes, so the counters are exact whichever way the loop went.
 pub fn failover(rec: &RequestRecord, from: &str, class: ErrorClass) {
     event(Level::Warn, "failover")
         .field("request_id", rec.request_id.as_str())
@@ -91,6 +97,8 @@ pub fn failover(rec: &RequestRecord, from: &str, class: ErrorClass) {
 }
 
 pub fn stream_interrupted(rec: &RequestRecord, provider: &str, class: ErrorClass, detail: &str) {
+    metrics::global().stream_interrupted(provider, class);
+    stats::global().stream_interrupted();
     event(Level::Warn, "stream_interrupted")
         .field("request_id", rec.request_id.as_str())
         .opt("route", rec.route.as_deref())
@@ -106,12 +114,15 @@ pub fn provider_transition(provider: &str, t: &Transition) {
             for_,
             class,
             consecutive_ejections,
-        } => event(Level::Warn, "provider_ejected")
-            .field("provider", provider)
-            .field("class", class.as_str())
-            .field("ejection_ms", ms(*for_))
-            .field("consecutive_ejections", *consecutive_ejections)
-            .emit(),
+        } => {
+            metrics::global().provider_ejected(provider);
+            event(Level::Warn, "provider_ejected")
+                .field("provider", provider)
+                .field("class", class.as_str())
+                .field("ejection_ms", ms(*for_))
+                .field("consecutive_ejections", *consecutive_ejections)
+                .emit()
+        }
         Transition::Recovered => event(Level::Info, "provider_recovered")
             .field("provider", provider)
             .emit(),
@@ -122,10 +133,29 @@ pub fn provider_transition(provider: &str, t: &Transition) {
     }
 }
 
-pub fn attempt_finished(_provider: &str, _result: AttemptResult, _ttfb: Option<Duration>) {}
+/// A config reload finished: `success` is false when the new file was
+/// rejected and the last good config keeps serving. The caller logs it.
+pub fn config_reloaded(success: bool) {
+    metrics::config_reloaded(success);
+}
 
-/// The access log line (`event: request`) of a finished request.
+/// One upstream attempt ended (any result, the client leaving included).
+pub fn attempt_finished(provider: &str, result: AttemptResult, ttfb: Option<Duration>) {
+    metrics::global().attempt_finished(provider, result, ttfb);
+    stats::global().attempt_finished(provider, result);
+}
+
+/// Called exactly once per client request, however many attempts it made:
+/// writes its access log line, then counts it. Counting last means that a
+/// request seen in `/metrics` or `/stats` has its log line written already.
 pub fn request_finished(rec: &RequestRecord, settings: &LogSettings) {
+    access_log(rec, settings);
+    metrics::global().request_finished(rec);
+    stats::global().request_finished(rec);
+}
+
+/// The access log line (`event: request`), per `logging.access_log`.
+fn access_log(rec: &RequestRecord, settings: &LogSettings) {
     let duration = rec.duration();
     let is_error = rec.class.is_some() || rec.status >= 500;
     let log_it = match settings.access_log {
@@ -148,7 +178,11 @@ pub fn request_finished(rec: &RequestRecord, settings: &LogSettings) {
             })
         })
         .collect();
-    let level = if rec.status >= 500 || rec.class.is_some_and(|c| c != ErrorClass::Request && c != ErrorClass::Client) {
+    let level = if rec.status >= 500
+        || rec
+            .class
+            .is_some_and(|c| c != ErrorClass::Request && c != ErrorClass::Client)
+    {
         Level::Warn
     } else {
         Level::Info
@@ -163,7 +197,7 @@ pub fn request_finished(rec: &RequestRecord, settings: &LogSettings) {
         .field("attempt_chain", attempts)
         .field("status", rec.status)
         .field("class", rec.class.map_or("success", ErrorClass::as_str))
-        .field("outcome", rec.outcome().as_str())
+        .field("outcome", metrics::outcome(rec).as_str())
         .field("duration_ms", ms(duration))
         .opt("ttfb_ms", rec.ttfb.map(ms))
         .opt("model", rec.model.as_deref());

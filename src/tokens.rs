@@ -170,14 +170,24 @@ mod tests {
             b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n",
         ));
         let (u, model) = m.finish();
-        assert_eq!(u, Usage { input: 25, output: 15, cache_read: 3, cache_write: 2 });
+        assert_eq!(
+            u,
+            Usage {
+                input: 25,
+                output: 15,
+                cache_read: 3,
+                cache_write: 2
+            }
+        );
         assert_eq!(model.as_deref(), Some("claude-x"));
     }
 
     #[test]
     fn anthropic_json_usage() {
         let mut m = UsageMeter::new(Api::Anthropic, false);
-        m.feed(&Bytes::from_static(b"{\"model\":\"c\",\"usage\":{\"input_tokens\":11,"));
+        m.feed(&Bytes::from_static(
+            b"{\"model\":\"c\",\"usage\":{\"input_tokens\":11,",
+        ));
         m.feed(&Bytes::from_static(b"\"output_tokens\":7}}"));
         let (u, _) = m.finish();
         assert_eq!((u.input, u.output), (11, 7));
@@ -193,7 +203,15 @@ mod tests {
             b"data: {\"model\":\"gpt\",\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":5,\"prompt_tokens_details\":{\"cached_tokens\":8}}}\n\ndata: [DONE]\n\n",
         ));
         let (u, model) = m.finish();
-        assert_eq!(u, Usage { input: 12, output: 5, cache_read: 8, cache_write: 0 });
+        assert_eq!(
+            u,
+            Usage {
+                input: 12,
+                output: 5,
+                cache_read: 8,
+                cache_write: 0
+            }
+        );
         assert_eq!(model.as_deref(), Some("gpt"));
     }
 

@@ -40,7 +40,10 @@ fn version_prints_the_crate_version() {
 fn shipped_configs_pass_check() {
     let mut files = vec!["conf/steadfast.yaml".to_string()];
     for e in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/examples")).unwrap() {
-        files.push(format!("conf/examples/{}", e.unwrap().file_name().to_string_lossy()));
+        files.push(format!(
+            "conf/examples/{}",
+            e.unwrap().file_name().to_string_lossy()
+        ));
     }
     assert!(files.len() >= 4);
     for f in files {
@@ -115,10 +118,17 @@ fn serve_with_invalid_config_exits_without_listening() {
     let dir = test_dir("serve-bad");
     let path = dir.join("bad.yaml");
     let port = free_port();
-    std::fs::write(&path, format!("listen: {{ proxy: \"127.0.0.1:{port}\" }}\nproviders: []\n")).unwrap();
+    std::fs::write(
+        &path,
+        format!("listen: {{ proxy: \"127.0.0.1:{port}\" }}\nproviders: []\n"),
+    )
+    .unwrap();
     let (code, _, err) = run(&["serve", "-c", path.to_str().unwrap()], &[]);
     assert_eq!(code, 1);
-    assert!(err.contains("providers: at least one provider is required"), "{err}");
+    assert!(
+        err.contains("providers: at least one provider is required"),
+        "{err}"
+    );
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
@@ -133,9 +143,19 @@ async fn healthcheck_follows_the_admin_status() {
     let url = format!("http://{}/health", px.admin);
     let (code, _, err) = run(&["healthcheck", "--url", &url], &[]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, _) = run(&["healthcheck", "--url", &format!("http://{}/nope", px.admin)], &[]);
+    let (code, _, _) = run(
+        &["healthcheck", "--url", &format!("http://{}/nope", px.admin)],
+        &[],
+    );
     assert_eq!(code, 1);
-    let (code, _, err) = run(&["healthcheck", "--url", &format!("http://{}/health", free_addr())], &[]);
+    let (code, _, err) = run(
+        &[
+            "healthcheck",
+            "--url",
+            &format!("http://{}/health", free_addr()),
+        ],
+        &[],
+    );
     assert_eq!(code, 1);
     assert!(!err.is_empty());
 }

@@ -16,14 +16,17 @@ fn two_anthropic(a: SocketAddr, b: SocketAddr) -> String {
 }
 
 fn msg() -> Request<'static> {
-    Request::post("/v1/messages", anthropic_body("claude-test", false)).header("x-api-key", "client-key")
+    Request::post("/v1/messages", anthropic_body("claude-test", false))
+        .header("x-api-key", "client-key")
 }
 
 /// The second provider answers after the first failed with `first`.
 async fn assert_fails_over(name: &str, first: Behavior, class: &str) {
     let m1 = mock(MockApi::Anthropic, "p1", first).await;
     let m2 = anthropic("p2").await;
-    let px = Proxy::builder(name, &two_anthropic(m1.addr(), m2.addr())).start().await;
+    let px = Proxy::builder(name, &two_anthropic(m1.addr(), m2.addr()))
+        .start()
+        .await;
     let r = px.send(msg()).await;
     assert_eq!(r.status, 200, "{name}: {}", r.text());
     assert_eq!(r.header("x-steadfast-provider"), Some("p2"), "{name}");
@@ -40,7 +43,9 @@ async fn assert_fails_over(name: &str, first: Behavior, class: &str) {
 async fn network_connection_refused_fails_over() {
     let dead = free_addr();
     let m2 = anthropic("p2").await;
-    let px = Proxy::builder("refused", &two_anthropic(dead, m2.addr())).start().await;
+    let px = Proxy::builder("refused", &two_anthropic(dead, m2.addr()))
+        .start()
+        .await;
     let r = px.send(msg()).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-steadfast-provider"), Some("p2"));
@@ -87,7 +92,10 @@ async fn response_header_timeout_fails_over() {
     )
     .await;
     let m2 = anthropic("p2").await;
-    let body = format!("timeouts:\n  response_header_ms: 300\n{}", two_anthropic(m1.addr(), m2.addr()));
+    let body = format!(
+        "timeouts:\n  response_header_ms: 300\n{}",
+        two_anthropic(m1.addr(), m2.addr())
+    );
     let px = Proxy::builder("header-timeout", &body).start().await;
     let r = px.send(msg()).await;
     assert_eq!(r.status, 200);
@@ -109,7 +117,9 @@ async fn rate_limit_fails_over_and_cools_the_provider_down() {
     )
     .await;
     let m2 = anthropic("p2").await;
-    let px = Proxy::builder("ratelimit", &two_anthropic(m1.addr(), m2.addr())).start().await;
+    let px = Proxy::builder("ratelimit", &two_anthropic(m1.addr(), m2.addr()))
+        .start()
+        .await;
     let r = px.send(msg()).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-steadfast-attempts"), Some("2"));
@@ -120,7 +130,13 @@ async fn rate_limit_fails_over_and_cools_the_provider_down() {
     assert_eq!(r.header("x-steadfast-provider"), Some("p2"));
     assert_eq!(m1.requests(), 1);
     let (_, h) = health(&px).await;
-    let p1 = h["providers"].as_array().unwrap().iter().find(|p| p["name"] == "p1").unwrap().clone();
+    let p1 = h["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "p1")
+        .unwrap()
+        .clone();
     assert_eq!(p1["state"], "cooling_down", "{h}");
 }
 
@@ -143,7 +159,9 @@ async fn request_errors_are_returned_as_is_without_failover() {
     for code in [400, 404, 413, 422] {
         let m1 = mock(MockApi::Anthropic, "p1", status(code)).await;
         let m2 = anthropic("p2").await;
-        let px = Proxy::builder("bad-request", &two_anthropic(m1.addr(), m2.addr())).start().await;
+        let px = Proxy::builder("bad-request", &two_anthropic(m1.addr(), m2.addr()))
+            .start()
+            .await;
         let r = px.send(msg()).await;
         assert_eq!(r.status, code);
         assert_eq!(r.header("x-steadfast-provider"), Some("p1"));
@@ -158,16 +176,22 @@ async fn request_errors_are_returned_as_is_without_failover() {
 #[tokio::test]
 async fn all_network_failures_give_502_in_dialect() {
     let (d1, d2) = (free_addr(), free_addr());
-    let px = Proxy::builder("all-down", &two_anthropic(d1, d2)).start().await;
+    let px = Proxy::builder("all-down", &two_anthropic(d1, d2))
+        .start()
+        .await;
     let r = px.send(msg()).await;
     assert_eq!(r.status, 502);
     let v = r.json();
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "api_error");
     let m = v["error"]["message"].as_str().unwrap();
-    assert!(m.contains("p1") && m.contains("p2") && m.contains("network"), "{m}");
+    assert!(
+        m.contains("p1") && m.contains("p2") && m.contains("network"),
+        "{m}"
+    );
     assert_eq!(r.header("x-steadfast-error-class"), Some("network"));
-    assert_eq!(r.header("x-steadfast-attempts"), Some("2"));
+    // Quick network failures are retried up to retry.max_attempts (3).
+    assert_eq!(r.header("x-steadfast-attempts"), Some("3"));
     assert!(r.header("x-request-id").is_some());
 }
 
@@ -179,7 +203,10 @@ async fn all_timeouts_give_504() {
     };
     let m1 = mock(MockApi::Anthropic, "p1", stall.clone()).await;
     let m2 = mock(MockApi::Anthropic, "p2", stall).await;
-    let body = format!("timeouts:\n  response_header_ms: 200\n{}", two_anthropic(m1.addr(), m2.addr()));
+    let body = format!(
+        "timeouts:\n  response_header_ms: 200\n{}",
+        two_anthropic(m1.addr(), m2.addr())
+    );
     let px = Proxy::builder("all-timeout", &body).start().await;
     let r = px.send(msg()).await;
     assert_eq!(r.status, 504);
@@ -200,7 +227,10 @@ async fn all_upstream_http_errors_return_the_last_response_as_is() {
         },
     )
     .await;
-    let body = format!("retry:\n  max_attempts: 2\n{}", two_anthropic(m1.addr(), m2.addr()));
+    let body = format!(
+        "retry:\n  max_attempts: 2\n{}",
+        two_anthropic(m1.addr(), m2.addr())
+    );
     let px = Proxy::builder("all-http-errors", &body).start().await;
     let r = px.send(msg()).await;
     assert_eq!(r.status, 529, "{}", r.text());
@@ -216,7 +246,9 @@ async fn one_mib_prompt_fails_over_byte_for_byte() {
     for first in [status(503), status(429)] {
         let m1 = mock(MockApi::Anthropic, "p1", first).await;
         let m2 = anthropic("p2").await;
-        let px = Proxy::builder("large-body", &two_anthropic(m1.addr(), m2.addr())).start().await;
+        let px = Proxy::builder("large-body", &two_anthropic(m1.addr(), m2.addr()))
+            .start()
+            .await;
         let prompt = "x".repeat(1 << 20);
         let body = serde_json::json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": prompt}]})
             .to_string()
@@ -226,7 +258,11 @@ async fn one_mib_prompt_fails_over_byte_for_byte() {
         assert_eq!(r.header("x-steadfast-provider"), Some("p2"));
         let got = m2.recorded();
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].body.as_ref(), body.as_slice(), "p2 got a different body");
+        assert_eq!(
+            got[0].body.as_ref(),
+            body.as_slice(),
+            "p2 got a different body"
+        );
         assert_eq!(m1.recorded()[0].body.len(), body.len());
     }
 }
@@ -234,7 +270,9 @@ async fn one_mib_prompt_fails_over_byte_for_byte() {
 #[tokio::test]
 async fn connection_refused_with_large_body_fails_over() {
     let m2 = anthropic("p2").await;
-    let px = Proxy::builder("large-refused", &two_anthropic(free_addr(), m2.addr())).start().await;
+    let px = Proxy::builder("large-refused", &two_anthropic(free_addr(), m2.addr()))
+        .start()
+        .await;
     let body = vec![b' '; 2 << 20];
     let mut json = br#"{"model":"m","pad":""#.to_vec();
     json.extend_from_slice(&body);
@@ -252,7 +290,9 @@ async fn body_over_limit_is_rejected_before_any_upstream() {
         provider("p1", "anthropic", m1.addr(), "")
     );
     let px = Proxy::builder("too-large", &body).start().await;
-    let r = px.send(Request::post("/v1/messages", vec![b'a'; 5000])).await;
+    let r = px
+        .send(Request::post("/v1/messages", vec![b'a'; 5000]))
+        .await;
     assert_eq!(r.status, 413);
     assert_eq!(r.json()["error"]["type"], "request_too_large");
     assert_eq!(r.header("x-steadfast-error-class"), Some("request"));
@@ -280,7 +320,9 @@ async fn unknown_path_is_404_in_the_guessed_dialect() {
         provider("p1", "anthropic", m1.addr(), "")
     );
     let px = Proxy::builder("no-route", &body).start().await;
-    let r = px.send(Request::post("/v2/unknown", "{}").header("x-api-key", "k")).await;
+    let r = px
+        .send(Request::post("/v2/unknown", "{}").header("x-api-key", "k"))
+        .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["type"], "not_found_error");
     let r = px.send(Request::post("/v1/chat/completions", "{}")).await;
@@ -301,22 +343,34 @@ async fn client_auth_and_key_injection() {
         .env("TEST_PROVIDER_KEY", "sk-provider-canary")
         .start()
         .await;
-    let r = px.send(Request::post("/v1/messages", anthropic_body("m", false))).await;
+    let r = px
+        .send(Request::post("/v1/messages", anthropic_body("m", false)))
+        .await;
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"]["type"], "authentication_error");
     let r = px
-        .send(Request::post("/v1/messages", anthropic_body("m", false)).header("authorization", "Bearer wrong"))
+        .send(
+            Request::post("/v1/messages", anthropic_body("m", false))
+                .header("authorization", "Bearer wrong"),
+        )
         .await;
     assert_eq!(r.status, 401);
     assert_eq!(m1.requests(), 0);
 
     let r = px
-        .send(Request::post("/v1/messages", anthropic_body("m", false)).header("authorization", "Bearer tok-two"))
+        .send(
+            Request::post("/v1/messages", anthropic_body("m", false))
+                .header("authorization", "Bearer tok-two"),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let rec = &m1.recorded()[0];
     assert_eq!(rec.header("x-api-key"), Some("sk-provider-canary"));
-    assert_eq!(rec.header("authorization"), None, "client token leaked upstream");
+    assert_eq!(
+        rec.header("authorization"),
+        None,
+        "client token leaked upstream"
+    );
     assert!(!px.logs().contains("sk-provider-canary"), "key in logs");
     assert!(!px.logs().contains("tok-two"), "client token in logs");
     assert!(!r.text().contains("sk-provider-canary"));
@@ -327,16 +381,24 @@ async fn headers_model_rewrite_and_request_id() {
     let m1 = anthropic("p1").await;
     let body = format!(
         "providers:\n{}routes:\n  - {{ name: m, paths: [\"/v1/messages\"], providers: [p1] }}\n",
-        provider("p1", "anthropic", m1.addr(), "    models: { \"claude-sonnet-4-5\": \"claude-sonnet-4-5-20250929\" }\n")
+        provider(
+            "p1",
+            "anthropic",
+            m1.addr(),
+            "    models: { \"claude-sonnet-4-5\": \"claude-sonnet-4-5-20250929\" }\n"
+        )
     );
     let px = Proxy::builder("rewrite", &body).start().await;
     let r = px
         .send(
-            Request::post("/v1/messages?beta=true", anthropic_body("claude-sonnet-4-5", false))
-                .header("x-request-id", "req-123")
-                .header("connection", "keep-alive, x-hop")
-                .header("x-hop", "secret-hop")
-                .header("anthropic-version", "2023-06-01"),
+            Request::post(
+                "/v1/messages?beta=true",
+                anthropic_body("claude-sonnet-4-5", false),
+            )
+            .header("x-request-id", "req-123")
+            .header("connection", "keep-alive, x-hop")
+            .header("x-hop", "secret-hop")
+            .header("anthropic-version", "2023-06-01"),
         )
         .await;
     assert_eq!(r.status, 200);
@@ -363,7 +425,12 @@ async fn openai_route_errors_use_openai_dialect() {
     )
     .start()
     .await;
-    let r = px.send(Request::post("/v1/chat/completions", openai_body("gpt", false))).await;
+    let r = px
+        .send(Request::post(
+            "/v1/chat/completions",
+            openai_body("gpt", false),
+        ))
+        .await;
     assert_eq!(r.status, 502);
     let v = r.json();
     assert_eq!(v["error"]["code"], "network");

@@ -7,7 +7,13 @@ use common::http::{anthropic_body, openai_body, Conn, Request};
 use common::*;
 use std::time::Duration;
 
-fn route(api: &str, path: &str, a: std::net::SocketAddr, b: std::net::SocketAddr, extra: &str) -> String {
+fn route(
+    api: &str,
+    path: &str,
+    a: std::net::SocketAddr,
+    b: std::net::SocketAddr,
+    extra: &str,
+) -> String {
     format!(
         "{extra}providers:\n{}{}routes:\n  - name: r\n    paths: [\"{path}\"]\n    providers: [p1, p2]\n",
         provider("p1", api, a, ""),
@@ -29,12 +35,20 @@ async fn sse_events_reach_the_client_while_the_upstream_is_still_streaming() {
     )
     .await;
     let m2 = anthropic("p2").await;
-    let px = Proxy::builder("sse-live", &route("anthropic", "/v1/messages", m1.addr(), m2.addr(), "")).start().await;
+    let px = Proxy::builder(
+        "sse-live",
+        &route("anthropic", "/v1/messages", m1.addr(), m2.addr(), ""),
+    )
+    .start()
+    .await;
     let mut c = Conn::connect(px.proxy).await;
-    c.write_request(&Request::post("/v1/messages", anthropic_body("m", true))).await;
+    c.write_request(&Request::post("/v1/messages", anthropic_body("m", true)))
+        .await;
     let (status, headers) = c.read_head().await.expect("head");
     assert_eq!(status, 200);
-    assert!(headers.iter().any(|(k, v)| k == "content-type" && v.starts_with("text/event-stream")));
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "content-type" && v.starts_with("text/event-stream")));
     let mut seen = String::new();
     let got_delta = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(chunk) = c.next_chunk().await {
@@ -46,7 +60,11 @@ async fn sse_events_reach_the_client_while_the_upstream_is_still_streaming() {
         false
     })
     .await;
-    assert_eq!(got_delta, Ok(true), "first delta not forwarded while upstream stalls; got {seen:?}");
+    assert_eq!(
+        got_delta,
+        Ok(true),
+        "first delta not forwarded while upstream stalls; got {seen:?}"
+    );
     // Every forwarded piece is made of whole events.
     assert!(seen.ends_with("\n\n"), "{seen:?}");
 }
@@ -63,20 +81,35 @@ async fn anthropic_stream_cut_mid_event_ends_with_an_error_event() {
     )
     .await;
     let m2 = anthropic("p2").await;
-    let px = Proxy::builder("sse-cut", &route("anthropic", "/v1/messages", m1.addr(), m2.addr(), "")).start().await;
-    let r = px.send(Request::post("/v1/messages", anthropic_body("m", true))).await;
+    let px = Proxy::builder(
+        "sse-cut",
+        &route("anthropic", "/v1/messages", m1.addr(), m2.addr(), ""),
+    )
+    .start()
+    .await;
+    let r = px
+        .send(Request::post("/v1/messages", anthropic_body("m", true)))
+        .await;
     assert_eq!(r.status, 200);
-    assert!(r.complete, "stream should end cleanly after the error event");
+    assert!(
+        r.complete,
+        "stream should end cleanly after the error event"
+    );
     assert_eq!(r.header("x-steadfast-provider"), Some("p1"));
     let events = r.events();
-    let deltas = events.iter().filter(|(n, _)| n.as_deref() == Some("content_block_delta")).count();
+    let deltas = events
+        .iter()
+        .filter(|(n, _)| n.as_deref() == Some("content_block_delta"))
+        .count();
     assert_eq!(deltas, 2, "{events:?}");
     let (name, data) = events.last().unwrap();
     assert_eq!(name.as_deref(), Some("error"));
     let v: serde_json::Value = serde_json::from_str(data).unwrap();
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "api_error");
-    assert!(events.iter().all(|(n, _)| n.as_deref() != Some("message_stop")));
+    assert!(events
+        .iter()
+        .all(|(n, _)| n.as_deref() != Some("message_stop")));
     assert_eq!(m2.requests(), 0, "no failover after commit");
     let ev = px.wait_event("stream_interrupted", |_| true).await;
     assert_eq!(ev["provider"], "p1");
@@ -95,8 +128,18 @@ async fn openai_stream_cut_ends_with_an_error_chunk() {
     )
     .await;
     let m2 = mock(MockApi::OpenAi, "p2", Behavior::default()).await;
-    let px = Proxy::builder("sse-cut-openai", &route("openai", "/v1/chat/completions", m1.addr(), m2.addr(), "")).start().await;
-    let r = px.send(Request::post("/v1/chat/completions", openai_body("gpt", true))).await;
+    let px = Proxy::builder(
+        "sse-cut-openai",
+        &route("openai", "/v1/chat/completions", m1.addr(), m2.addr(), ""),
+    )
+    .start()
+    .await;
+    let r = px
+        .send(Request::post(
+            "/v1/chat/completions",
+            openai_body("gpt", true),
+        ))
+        .await;
     assert_eq!(r.status, 200);
     assert!(r.complete);
     let events = r.events();
@@ -120,11 +163,19 @@ async fn stream_idle_timeout_after_commit_ends_with_error_event() {
     let m2 = anthropic("p2").await;
     let px = Proxy::builder(
         "sse-idle",
-        &route("anthropic", "/v1/messages", m1.addr(), m2.addr(), "timeouts:\n  stream_idle_ms: 300\n"),
+        &route(
+            "anthropic",
+            "/v1/messages",
+            m1.addr(),
+            m2.addr(),
+            "timeouts:\n  stream_idle_ms: 300\n",
+        ),
     )
     .start()
     .await;
-    let r = px.send(Request::post("/v1/messages", anthropic_body("m", true))).await;
+    let r = px
+        .send(Request::post("/v1/messages", anthropic_body("m", true)))
+        .await;
     assert_eq!(r.status, 200);
     assert!(r.complete);
     let (name, data) = r.events().last().cloned().unwrap();
@@ -146,10 +197,21 @@ async fn non_sse_body_cut_is_visible_as_broken() {
     )
     .await;
     let m2 = anthropic("p2").await;
-    let px = Proxy::builder("json-cut", &route("anthropic", "/v1/messages", m1.addr(), m2.addr(), "")).start().await;
-    let r = px.send(Request::post("/v1/messages", anthropic_body("m", false))).await;
+    let px = Proxy::builder(
+        "json-cut",
+        &route("anthropic", "/v1/messages", m1.addr(), m2.addr(), ""),
+    )
+    .start()
+    .await;
+    let r = px
+        .send(Request::post("/v1/messages", anthropic_body("m", false)))
+        .await;
     assert_eq!(r.status, 200);
-    assert!(!r.complete, "a cut JSON body must not look complete: {:?}", r.text());
+    assert!(
+        !r.complete,
+        "a cut JSON body must not look complete: {:?}",
+        r.text()
+    );
 }
 
 #[tokio::test]
@@ -166,13 +228,23 @@ async fn full_stream_passes_through_and_usage_is_logged() {
     )
     .await;
     let m2 = anthropic("p2").await;
-    let px = Proxy::builder("sse-full", &route("anthropic", "/v1/messages", m1.addr(), m2.addr(), "")).start().await;
-    let r = px.send(Request::post("/v1/messages", anthropic_body("m", true))).await;
+    let px = Proxy::builder(
+        "sse-full",
+        &route("anthropic", "/v1/messages", m1.addr(), m2.addr(), ""),
+    )
+    .start()
+    .await;
+    let r = px
+        .send(Request::post("/v1/messages", anthropic_body("m", true)))
+        .await;
     assert!(r.complete);
     let names: Vec<String> = r.events().into_iter().filter_map(|(n, _)| n).collect();
     assert_eq!(names.first().map(String::as_str), Some("message_start"));
     assert_eq!(names.last().map(String::as_str), Some("message_stop"));
-    assert_eq!(names.iter().filter(|n| *n == "content_block_delta").count(), 5);
+    assert_eq!(
+        names.iter().filter(|n| *n == "content_block_delta").count(),
+        5
+    );
     let ev = px.wait_event("request", |_| true).await;
     assert_eq!(ev["tokens"]["input"], 21);
     assert_eq!(ev["tokens"]["output"], 9);

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct FileConfig {
     pub listen: Listen,
@@ -19,23 +19,6 @@ pub struct FileConfig {
     pub routes: Vec<RouteConf>,
     pub client_auth: Option<ClientAuth>,
     pub logging: Logging,
-}
-
-impl Default for FileConfig {
-    fn default() -> Self {
-        FileConfig {
-            listen: Listen::default(),
-            server: ServerSection::default(),
-            limits: Limits::default(),
-            timeouts: Timeouts::default(),
-            retry: Retry::default(),
-            health: Health::default(),
-            providers: Vec::new(),
-            routes: Vec::new(),
-            client_auth: None,
-            logging: Logging::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -167,7 +167,10 @@ pub fn validate(
                 );
                 continue;
             }
-            match providers.iter().position(|p: &ProviderSettings| &p.name == name) {
+            match providers
+                .iter()
+                .position(|p: &ProviderSettings| &p.name == name)
+            {
                 Some(idx) => idxs.push(idx),
                 None if f.providers.iter().any(|p| &p.name == name) => {} // invalid provider, already reported
                 None => errs.push(
@@ -367,10 +370,7 @@ fn provider(
         "anthropic" => Some(Api::Anthropic),
         "openai" => Some(Api::OpenAi),
         "" => {
-            errs.push(
-                format!("{path}.api"),
-                "is required: anthropic or openai",
-            );
+            errs.push(format!("{path}.api"), "is required: anthropic or openai");
             None
         }
         other => {
@@ -416,10 +416,7 @@ fn provider(
     }
     for (from, to) in &p.models {
         if from.is_empty() || to.is_empty() {
-            errs.push(
-                format!("{path}.models"),
-                "model names must not be empty",
-            );
+            errs.push(format!("{path}.models"), "model names must not be empty");
         }
     }
     check_overrides(errs, &format!("{path}.timeouts"), &p.timeouts);
@@ -427,16 +424,19 @@ fn provider(
         None => None,
         Some(hc) => {
             if !hc.path.starts_with('/') {
-                errs.push(
-                    format!("{path}.health_check.path"),
-                    "must start with '/'",
-                );
+                errs.push(format!("{path}.health_check.path"), "must start with '/'");
             }
             if hc.interval_ms == Some(0) {
-                errs.push(format!("{path}.health_check.interval_ms"), "must be at least 1");
+                errs.push(
+                    format!("{path}.health_check.interval_ms"),
+                    "must be at least 1",
+                );
             }
             if hc.timeout_ms == Some(0) {
-                errs.push(format!("{path}.health_check.timeout_ms"), "must be at least 1");
+                errs.push(
+                    format!("{path}.health_check.timeout_ms"),
+                    "must be at least 1",
+                );
             }
             let defaults = active.unwrap_or(ActiveSettings {
                 interval: ms(10_000),
@@ -483,7 +483,11 @@ pub(crate) fn parse_base_url(s: &str) -> Result<UpstreamAddr, String> {
     let tls = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
-        Some(other) => return Err(format!("scheme {other:?} is not supported; use http or https")),
+        Some(other) => {
+            return Err(format!(
+                "scheme {other:?} is not supported; use http or https"
+            ))
+        }
         None => return Err(format!("{s:?} needs a scheme (http:// or https://)")),
     };
     let auth = uri
@@ -514,7 +518,9 @@ mod tests {
     use super::super::load::parse_yaml;
     use super::*;
 
-    fn env_with(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> + Send + Sync {
+    fn env_with(
+        pairs: &'static [(&'static str, &'static str)],
+    ) -> impl Fn(&str) -> Option<String> + Send + Sync {
         move |k| {
             pairs
                 .iter()
@@ -618,7 +624,10 @@ logging: { format: xml }
             assert!(paths.contains(&want), "missing {want} in {paths:?}");
         }
         // The error for a missing key names the variable, never a value.
-        let e = errs.iter().find(|e| e.path == "providers[0].api_key_env").unwrap();
+        let e = errs
+            .iter()
+            .find(|e| e.path == "providers[0].api_key_env")
+            .unwrap();
         assert!(e.reason.contains("MISSING_KEY"));
     }
 

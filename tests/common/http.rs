@@ -95,7 +95,8 @@ impl<'a> Request<'a> {
         let mut out = format!("{} {} HTTP/1.1\r\nhost: {host}\r\n", self.method, self.path);
         let mut has_len = false;
         for (k, v) in &self.headers {
-            has_len |= k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding");
+            has_len |= k.eq_ignore_ascii_case("content-length")
+                || k.eq_ignore_ascii_case("transfer-encoding");
             out.push_str(&format!("{k}: {v}\r\n"));
         }
         if !has_len && (!self.body.is_empty() || self.method == "POST") {
@@ -115,9 +116,12 @@ pub async fn send(addr: SocketAddr, req: Request<'_>) -> Response {
         .expect("request timed out")
 }
 
+/// Like [`send`], but None when the connection is refused or the limit passes.
 pub async fn send_timeout(addr: SocketAddr, req: Request<'_>, limit: Duration) -> Option<Response> {
-    let mut conn = Conn::connect(addr).await;
-    tokio::time::timeout(limit, conn.round_trip(&req)).await.ok()
+    let mut conn = Conn::try_connect(addr).await?;
+    tokio::time::timeout(limit, conn.round_trip(&req))
+        .await
+        .ok()
 }
 
 /// A client connection that can carry several requests (keep-alive).
@@ -129,13 +133,17 @@ pub struct Conn {
 
 impl Conn {
     pub async fn connect(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).await.expect("connect to proxy");
+        Conn::try_connect(addr).await.expect("connect to proxy")
+    }
+
+    pub async fn try_connect(addr: SocketAddr) -> Option<Conn> {
+        let stream = TcpStream::connect(addr).await.ok()?;
         stream.set_nodelay(true).ok();
-        Conn {
+        Some(Conn {
             stream,
             addr,
             buf: Vec::new(),
-        }
+        })
     }
 
     pub async fn write_request(&mut self, req: &Request<'_>) {
@@ -231,7 +239,11 @@ impl Conn {
         }
     }
 
-    async fn read_chunked(&mut self, body: &mut Vec<u8>, pieces: &mut Vec<(Instant, Vec<u8>)>) -> bool {
+    async fn read_chunked(
+        &mut self,
+        body: &mut Vec<u8>,
+        pieces: &mut Vec<(Instant, Vec<u8>)>,
+    ) -> bool {
         loop {
             let line_end = loop {
                 if let Some(i) = find(&self.buf, b"\r\n") {
@@ -242,10 +254,11 @@ impl Conn {
                 }
             };
             let size_str = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-            let size = match usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16) {
-                Ok(s) => s,
-                Err(_) => return false,
-            };
+            let size =
+                match usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16) {
+                    Ok(s) => s,
+                    Err(_) => return false,
+                };
             while self.buf.len() < line_end + 2 + size + 2 {
                 if !self.fill().await {
                     return false;

@@ -105,11 +105,14 @@ impl ProxyBuilder {
     /// Start without waiting.
     pub fn spawn(self) -> Proxy {
         let dir = test_dir(&self.name);
+        register_secrets(&dir, &self.env);
         let proxy = free_addr();
         let admin = free_addr();
         let mut yaml = String::new();
         if !self.body.contains("listen:") {
-            yaml.push_str(&format!("listen:\n  proxy: \"{proxy}\"\n  admin: \"{admin}\"\n"));
+            yaml.push_str(&format!(
+                "listen:\n  proxy: \"{proxy}\"\n  admin: \"{admin}\"\n"
+            ));
         }
         if !self.body.contains("server:") {
             yaml.push_str(&format!(
@@ -172,7 +175,13 @@ impl Proxy {
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(r) = http::send_timeout(self.admin, http::Request::get("/ready"), Duration::from_secs(2)).await {
+            if let Some(r) = http::send_timeout(
+                self.admin,
+                http::Request::get("/ready"),
+                Duration::from_secs(2),
+            )
+            .await
+            {
                 if r.status == 200 {
                     return;
                 }
@@ -206,7 +215,11 @@ impl Proxy {
     }
 
     /// Wait until a log event matching `pred` appears.
-    pub async fn wait_event(&self, name: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub async fn wait_event(
+        &self,
+        name: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(v) = self.events(name).into_iter().find(|v| pred(v)) {
@@ -247,6 +260,78 @@ impl Proxy {
     pub async fn send(&self, req: http::Request<'_>) -> http::Response {
         http::send(self.proxy, req).await
     }
+
+    /// Start `serve --upgrade` on the same config: it waits for this
+    /// process's listening sockets, which SIGQUIT hands over.
+    pub fn spawn_upgrade(&self) -> Proxy {
+        let log_path = self.dir.join("stderr-upgraded.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
+        let child = Command::new(bin())
+            .arg("serve")
+            .arg("-c")
+            .arg(&self.config_path)
+            .arg("--upgrade")
+            .current_dir(&self.dir)
+            .env_remove("STEADFAST_CONFIG")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("spawn upgraded steadfast");
+        Proxy {
+            child: Some(child),
+            proxy: self.proxy,
+            admin: self.admin,
+            dir: self.dir.clone(),
+            config_path: self.config_path.clone(),
+            log_path,
+        }
+    }
+
+    /// Replace the config file (the proxy is not told; see `signal("HUP")`).
+    pub fn write_config(&self, body: &str) {
+        let current = std::fs::read_to_string(&self.config_path).expect("read config");
+        // Keep the generated listen/server/logging header, replace the rest.
+        let header: String = current
+            .lines()
+            .take_while(|l| {
+                !l.starts_with("providers:")
+                    && !l.starts_with("routes:")
+                    && !l.starts_with("limits:")
+                    && !l.starts_with("timeouts:")
+                    && !l.starts_with("retry:")
+                    && !l.starts_with("health:")
+                    && !l.starts_with("client_auth:")
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let tmp = self.config_path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{header}{body}")).expect("write config");
+        std::fs::rename(&tmp, &self.config_path).expect("swap config");
+    }
+}
+
+/// Stop a mock and start a new one on the same address, as a provider
+/// restart looks from the outside.
+pub async fn restart(m: MockServer, api: MockApi, name: &str) -> MockServer {
+    let addr = m.addr();
+    let behavior = m.behavior();
+    m.stop().await;
+    MockServer::start(
+        addr,
+        MockConfig {
+            api,
+            name: name.to_string(),
+            behavior,
+        },
+    )
+    .await
+    .expect("restart mock on the same port")
 }
 
 impl Drop for Proxy {
@@ -255,6 +340,55 @@ impl Drop for Proxy {
             let _ = c.kill();
             let _ = c.wait();
         }
+        assert_no_secret_logged(self);
+    }
+}
+
+/// Secret values a test handed to the proxy (env vars named `*_KEY`, and
+/// the comma-separated `*_TOKENS`), by test directory, so every test in
+/// the suite also checks that none of them reached the logs.
+static SECRETS: std::sync::Mutex<Vec<(PathBuf, Vec<String>)>> = std::sync::Mutex::new(Vec::new());
+
+fn register_secrets(dir: &Path, env: &[(String, String)]) {
+    let mut secrets = Vec::new();
+    for (k, v) in env {
+        if k.ends_with("_KEY") {
+            secrets.push(v.clone());
+        } else if k.ends_with("_TOKENS") {
+            secrets.extend(v.split(',').map(|t| t.trim().to_string()));
+        }
+    }
+    // Very short values would match unrelated text.
+    secrets.retain(|s| s.len() >= 6);
+    if !secrets.is_empty() {
+        SECRETS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((dir.to_path_buf(), secrets));
+    }
+}
+
+fn assert_no_secret_logged(p: &Proxy) {
+    if std::thread::panicking() {
+        return;
+    }
+    let secrets: Vec<String> = SECRETS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|(d, _)| *d == p.dir)
+        .flat_map(|(_, s)| s.clone())
+        .collect();
+    if secrets.is_empty() {
+        return;
+    }
+    let logs = p.logs();
+    for (i, s) in secrets.iter().enumerate() {
+        assert!(
+            !logs.contains(s.as_str()),
+            "secret #{i} passed via the environment appears in {}",
+            p.log_path.display()
+        );
     }
 }
 

@@ -4,7 +4,10 @@
 //!
 //! The state machine is pure: every call takes `now`, so tests drive it with
 //! a synthetic clock, and it returns the transitions it made instead of
-//! logging them, so the caller owns metrics and logs.
+//! logging them, so the caller owns metrics and logs. Active probes live
+//! in [`probe`].
+
+pub mod probe;
 
 use crate::config::HealthSettings;
 use crate::outcome::{AttemptResult, ErrorClass};
@@ -193,18 +196,36 @@ impl ProviderHealth {
         jitter_unit: f64,
     ) -> Option<Transition> {
         let mut b = self.lock();
-        record(&mut b, now, result, was_probe, retry_after, policy, jitter_unit)
+        record(
+            &mut b,
+            now,
+            result,
+            was_probe,
+            retry_after,
+            policy,
+            jitter_unit,
+        )
     }
 
-    /// The verdict of an active health probe.
-    pub fn record_probe(&self, ok: bool) -> Option<Transition> {
+    /// The verdict of an active health probe. A failing probe marks the
+    /// provider unhealthy; a passing one clears that and, once an ejection
+    /// has run its course, closes the circuit without waiting for a live
+    /// request to serve as the half-open probe.
+    pub fn record_probe(&self, now: Instant, ok: bool) -> Option<Transition> {
         let mut b = self.lock();
-        let was = b.probe_failing;
+        let was_failing = b.probe_failing;
         b.probe_failing = !ok;
-        match (was, ok) {
-            (true, true) if b.ejected_until.is_none() => Some(Transition::Recovered),
-            _ => None,
+        if !ok {
+            return None;
         }
+        let ejection_over = b.ejected_until.is_some_and(|t| now >= t) && !b.probe_in_flight;
+        if ejection_over {
+            b.ejected_until = None;
+            b.consecutive_failures = 0;
+            b.consecutive_ejections = 0;
+            return Some(Transition::Recovered);
+        }
+        (was_failing && b.ejected_until.is_none()).then_some(Transition::Recovered)
     }
 
     pub fn snapshot(&self, now: Instant) -> HealthSnapshot {
@@ -249,13 +270,18 @@ impl ProviderHealth {
         }
     }
 
-    /// least_latency cost: expected latency scaled by outstanding work.
-    pub fn load_cost(&self) -> f64 {
-        let ewma = self.ewma_ns.load(Ordering::Relaxed) as f64;
+    /// least_latency cost: expected latency scaled by outstanding work. The
+    /// estimate decays while no sample arrives, so a provider that was slow
+    /// once is tried again later instead of being starved forever.
+    pub fn load_cost(&self, now: Instant) -> f64 {
+        let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        let idle = now_ns.saturating_sub(self.ewma_at_ns.load(Ordering::Relaxed)) as f64;
+        let decay = (-idle / EWMA_TAU.as_nanos() as f64).exp();
+        let ewma = self.ewma_ns.load(Ordering::Relaxed) as f64 * decay;
         let pending = self.inflight.load(Ordering::Relaxed) as f64;
         // An unmeasured provider is tried before a measured one would be
         // starved of samples forever.
-        if ewma == 0.0 {
+        if self.ewma_ns.load(Ordering::Relaxed) == 0 {
             return pending;
         }
         ewma * (pending + 1.0)
@@ -377,7 +403,10 @@ fn record(
 /// delta-seconds or HTTP-date, else the `x-ratelimit-reset-*` family
 /// (OpenAI durations like "6m0s" / "1.5s" / "20ms", Anthropic RFC 3339).
 pub fn retry_after(headers: &http::HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
-    if let Some(v) = headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+    {
         let v = v.trim();
         if let Ok(secs) = v.parse::<u64>() {
             return Some(Duration::from_secs(secs));
@@ -407,8 +436,10 @@ pub fn retry_after(headers: &http::HeaderMap, now: std::time::SystemTime) -> Opt
             continue;
         }
         let Ok(v) = value.to_str() else { continue };
-        let d = parse_go_duration(v.trim())
-            .or_else(|| crate::clock::parse_rfc3339(v.trim()).map(|t| t.duration_since(now).unwrap_or(Duration::ZERO)));
+        let d = parse_go_duration(v.trim()).or_else(|| {
+            crate::clock::parse_rfc3339(v.trim())
+                .map(|t| t.duration_since(now).unwrap_or(Duration::ZERO))
+        });
         if let Some(d) = d {
             // The most constrained limit is the one that matters.
             best = Some(best.map_or(d, |b| b.max(d)));
@@ -479,9 +510,17 @@ mod tests {
         assert_eq!(fail(&h, t0, Server, false), None);
         assert_eq!(fail(&h, t0, Network, false), None);
         let tr = fail(&h, t0, Timeout, false);
-        assert!(matches!(tr, Some(Transition::Ejected { for_, .. }) if for_ == Duration::from_millis(1000)));
-        assert_eq!(h.availability(t0), Availability::Unavailable(ProviderState::Ejected));
-        assert_eq!(h.begin_attempt(t0 + Duration::from_millis(999), false), None);
+        assert!(
+            matches!(tr, Some(Transition::Ejected { for_, .. }) if for_ == Duration::from_millis(1000))
+        );
+        assert_eq!(
+            h.availability(t0),
+            Availability::Unavailable(ProviderState::Ejected)
+        );
+        assert_eq!(
+            h.begin_attempt(t0 + Duration::from_millis(999), false),
+            None
+        );
 
         // Backoff elapsed: exactly one probe is admitted.
         let t1 = t0 + Duration::from_millis(1000);
@@ -560,7 +599,10 @@ mod tests {
         let s = h.snapshot(t);
         assert_eq!(s.state, ProviderState::CoolingDown);
         assert_eq!(s.consecutive_failures, 0);
-        assert_eq!(h.availability(t + Duration::from_secs(7)), Availability::Available);
+        assert_eq!(
+            h.availability(t + Duration::from_secs(7)),
+            Availability::Available
+        );
     }
 
     #[test]
@@ -575,7 +617,12 @@ mod tests {
             &policy(),
             1.0,
         );
-        assert_eq!(tr, Some(Transition::CoolingDown { for_: Duration::from_secs(60) }));
+        assert_eq!(
+            tr,
+            Some(Transition::CoolingDown {
+                for_: Duration::from_secs(60)
+            })
+        );
     }
 
     #[test]
@@ -583,8 +630,13 @@ mod tests {
         let h = ProviderHealth::new();
         let t = Instant::now();
         let tr = fail(&h, t, Auth, false);
-        assert!(matches!(tr, Some(Transition::Ejected { for_, .. }) if for_ == Duration::from_millis(8000)));
-        assert_eq!(h.availability(t + Duration::from_millis(7999)), Availability::Unavailable(ProviderState::Ejected));
+        assert!(
+            matches!(tr, Some(Transition::Ejected { for_, .. }) if for_ == Duration::from_millis(8000))
+        );
+        assert_eq!(
+            h.availability(t + Duration::from_millis(7999)),
+            Availability::Unavailable(ProviderState::Ejected)
+        );
     }
 
     #[test]
@@ -600,10 +652,31 @@ mod tests {
     fn active_probe_marks_unhealthy_and_back() {
         let h = ProviderHealth::new();
         let t = Instant::now();
-        assert_eq!(h.record_probe(false), None);
-        assert_eq!(h.availability(t), Availability::Unavailable(ProviderState::Unhealthy));
-        assert_eq!(h.record_probe(true), Some(Transition::Recovered));
+        assert_eq!(h.record_probe(t, false), None);
+        assert_eq!(
+            h.availability(t),
+            Availability::Unavailable(ProviderState::Unhealthy)
+        );
+        assert_eq!(h.record_probe(t, true), Some(Transition::Recovered));
         assert_eq!(h.availability(t), Availability::Available);
+    }
+
+    #[test]
+    fn passing_probe_closes_an_elapsed_ejection_only() {
+        let h = ProviderHealth::new();
+        let t = Instant::now();
+        for _ in 0..3 {
+            fail(&h, t, Server, false);
+        }
+        // Still inside the ejection: a probe success does not cut it short.
+        assert_eq!(h.record_probe(t, true), None);
+        assert_eq!(
+            h.availability(t),
+            Availability::Unavailable(ProviderState::Ejected)
+        );
+        let later = t + Duration::from_secs(2);
+        assert_eq!(h.record_probe(later, true), Some(Transition::Recovered));
+        assert_eq!(h.availability(later), Availability::Available);
     }
 
     #[test]
@@ -615,6 +688,20 @@ mod tests {
         // Long after: converges to the sample.
         let v = peak_ewma(500, 100, Duration::from_secs(100).as_nanos() as u64);
         assert!(v <= 101, "{v}");
+    }
+
+    #[test]
+    fn load_cost_scales_with_inflight_and_decays_when_idle() {
+        let h = ProviderHealth::new();
+        let t = Instant::now();
+        assert_eq!(h.load_cost(t), 0.0, "unmeasured and idle: tried first");
+        h.observe_ttfb(t, Duration::from_millis(100));
+        let fresh = h.load_cost(t);
+        assert!((fresh - 1e8).abs() < 1e6, "{fresh}");
+        h.inflight.store(1, Ordering::Relaxed);
+        assert!(h.load_cost(t) > 1.9e8);
+        h.inflight.store(0, Ordering::Relaxed);
+        assert!(h.load_cost(t + Duration::from_secs(100)) < 1e5);
     }
 
     #[test]
@@ -632,7 +719,10 @@ mod tests {
         h.insert("x-ratelimit-reset-tokens", "20ms".parse().unwrap());
         assert_eq!(retry_after(&h, now), Some(Duration::from_secs(90)));
         let mut h = http::HeaderMap::new();
-        h.insert("anthropic-ratelimit-requests-reset", "2023-11-14T22:13:40Z".parse().unwrap());
+        h.insert(
+            "anthropic-ratelimit-requests-reset",
+            "2023-11-14T22:13:40Z".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h, now), Some(Duration::from_secs(20)));
         assert_eq!(retry_after(&http::HeaderMap::new(), now), None);
     }

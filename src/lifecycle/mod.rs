@@ -1,0 +1,133 @@
+//! Signals, drain, reload and upgrade (SPEC §8).
+//!
+//! Pingora's own SIGTERM handling sleeps a fixed grace period. Ours flips
+//! `/ready` to 503 at once, keeps accepting for `drain_delay_ms`, then lets
+//! Pingora stop the listeners and exits as soon as no request is left (or
+//! `shutdown_timeout_ms` has passed). SIGQUIT hands the listening sockets to
+//! a `serve --upgrade` process through Pingora, then drains the same way.
+
+pub mod pidfile;
+pub mod reload;
+
+use crate::app::App;
+use crate::logging::event;
+use async_trait::async_trait;
+use log::Level;
+use pingora_core::server::{
+    ExecutionPhase, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch,
+};
+use pingora_core::services::background::{background_service, BackgroundService};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::broadcast;
+
+pub struct Signals {
+    pub app: Arc<App>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            event(Level::Error, "signal_setup_failed").emit();
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => {
+                event(Level::Info, "shutdown").field("signal", "SIGINT").field("mode", "fast").emit();
+                ShutdownSignal::FastShutdown
+            }
+            _ = term.recv() => {
+                let delay = self.app.runtime().config.server.drain_delay;
+                self.app.draining.store(true, Ordering::SeqCst);
+                event(Level::Info, "draining")
+                    .field("signal", "SIGTERM")
+                    .field("drain_delay_ms", delay.as_millis() as u64)
+                    .field("inflight", crate::telemetry::active())
+                    .emit();
+                // Keep accepting while load balancers and kube-proxy notice
+                // that /ready answers 503.
+                tokio::time::sleep(delay).await;
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = quit.recv() => {
+                self.app.draining.store(true, Ordering::SeqCst);
+                event(Level::Info, "draining")
+                    .field("signal", "SIGQUIT")
+                    .field("mode", "upgrade")
+                    .field("inflight", crate::telemetry::active())
+                    .emit();
+                ShutdownSignal::GracefulUpgrade
+            }
+        }
+    }
+}
+
+/// Runs the drain watch. A service rather than a thread started up front:
+/// `--daemon` forks inside `Server::run`, and threads do not survive a fork.
+struct DrainWatch {
+    app: Arc<App>,
+    phases: std::sync::Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+}
+
+#[async_trait]
+impl BackgroundService for DrainWatch {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let phases = self.phases.lock().ok().and_then(|mut p| p.take());
+        if let Some(phases) = phases {
+            spawn_drain_watch(self.app.clone(), phases);
+        }
+    }
+}
+
+pub fn add_service(server: &mut Server, app: Arc<App>) {
+    let phases = std::sync::Mutex::new(Some(server.watch_execution_phase()));
+    server.add_service(background_service(
+        "drain watch",
+        DrainWatch { app, phases },
+    ));
+}
+
+/// Once Pingora has stopped the listeners (its grace period starts), exit
+/// the moment the last request finishes instead of sleeping the period out.
+fn spawn_drain_watch(app: Arc<App>, mut phases: broadcast::Receiver<ExecutionPhase>) {
+    std::thread::Builder::new()
+        .name("steadfast-drain".into())
+        .spawn(move || {
+            loop {
+                match phases.blocking_recv() {
+                    Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+            let limit = app.runtime().config.server.shutdown_timeout;
+            let start = Instant::now();
+            loop {
+                let active = crate::telemetry::active();
+                if active == 0 || start.elapsed() >= limit {
+                    event(Level::Info, "shutdown")
+                        .field("mode", "graceful")
+                        .field("abandoned_requests", active)
+                        .field("drain_ms", start.elapsed().as_millis() as u64)
+                        .emit();
+                    exit_now(&app, 0);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+        .ok();
+}
+
+/// Leave the process: remove our pid file, flush logs.
+pub fn exit_now(app: &App, code: i32) -> ! {
+    pidfile::remove_if_ours(&app.runtime().config.server.pid_file);
+    log::logger().flush();
+    std::process::exit(code)
+}

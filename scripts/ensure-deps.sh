@@ -6,7 +6,8 @@ set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)      # libz-ng-sys (flate2) under Pingora
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
-command -v python3 >/dev/null 2>&1 || need+=(python3)  # Prometheus exposition check in tests
+command -v python3 >/dev/null 2>&1 || need+=(python3)  # TLS upstream in tests
+command -v openssl >/dev/null 2>&1 || need+=(openssl)  # throwaway CA in the TLS tests
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2

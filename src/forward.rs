@@ -111,6 +111,11 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     {
         panic!("panic requested by x-steadfast-test-panic");
     }
+    if app.is_draining() {
+        // Tell keep-alive clients to reconnect (to the new process, after an
+        // upgrade) instead of reusing a connection that is about to close.
+        s.set_keepalive(None);
+    }
     let rt = app.runtime();
     let req = s.req_header();
     ctx.rec.request_id = headers::request_id(req);
@@ -363,13 +368,13 @@ impl<'a> Attempts<'a> {
             .iter()
             .map(|(p, c, d)| format!("{p} ({c}: {d})"))
             .collect();
-        let msg = if tried.is_empty() {
-            format!(
+        let msg = match self.made {
+            0 => format!(
                 "no provider of route {} could be tried",
                 self.route.settings.name
-            )
-        } else {
-            format!("all {} attempts failed: {}", self.made, tried.join(", "))
+            ),
+            1 => format!("the only attempt failed: {}", tried.join(", ")),
+            n => format!("all {n} attempts failed: {}", tried.join(", ")),
         };
         respond_local(s, ctx, kind, &msg, Some(self.made)).await
     }
@@ -651,12 +656,18 @@ impl<'a> Attempts<'a> {
                 return self.client_left(ctx, &t, e);
             }
         }
+        // One timer for the whole relay, not one per chunk.
+        let total = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(total);
         let end = loop {
             let waited = Instant::now();
             let step = tokio::select! {
+                // Polled in order: a client that closes right after the last
+                // byte of a complete body must not turn it into client_closed.
+                biased;
+                _ = &mut total => Step::Deadline,
                 r = tokio::time::timeout(idle, up.read_body_bytes()) => Step::Upstream(r),
                 e = client_gone(s) => Step::ClientGone(e),
-                _ = tokio::time::sleep_until(deadline.into()) => Step::Deadline,
             };
             ctx.rec.upstream_wait += waited.elapsed();
             match step {

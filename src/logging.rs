@@ -86,7 +86,7 @@ impl Event {
 
 fn render(record: &log::Record, format: LogFormat) -> String {
     let ts = crate::clock::rfc3339(SystemTime::now());
-    let level = record.level().as_str().to_ascii_lowercase();
+    let level = level_of(record);
     let msg = record.args().to_string();
     let event_json =
         (record.target() == EVENT_TARGET && msg.starts_with('{')).then_some(msg.as_str());
@@ -126,6 +126,18 @@ fn render(record: &log::Record, format: LogFormat) -> String {
             }
         }
     }
+}
+
+/// Pingora reports the normal wait for an upgrade's socket handoff as an
+/// error; it is routine, so it is shown as info to keep alerts meaningful.
+fn level_of(record: &log::Record) -> String {
+    if record.level() == log::Level::Error
+        && record.target().starts_with("pingora_core::server")
+        && record.args().to_string().contains("No incoming socket transfer")
+    {
+        return "info".into();
+    }
+    record.level().as_str().to_ascii_lowercase()
 }
 
 #[cfg(test)]

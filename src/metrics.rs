@@ -196,7 +196,11 @@ struct ProviderHandles {
     attempts: [IntCounter; ATTEMPT_CLASSES.len()],
     ttfb: Histogram,
     ejections: IntCounter,
+    /// Token counters by (bounded) model label, in `TOKEN_KINDS` order.
+    tokens: NameCache<[IntCounter; 4]>,
 }
+
+const TOKEN_KINDS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -438,6 +442,7 @@ impl Metrics {
             attempts: ATTEMPT_CLASSES.map(|c| self.attempts.with_label_values(&[name, c])),
             ttfb: self.ttfb.with_label_values(&[name]),
             ejections: self.ejections.with_label_values(&[name]),
+            tokens: NameCache::new(),
         })
     }
 
@@ -496,15 +501,14 @@ impl Metrics {
     }
 
     fn add_tokens(&self, provider: &str, model: &str, u: &Usage) {
-        for (kind, n) in [
-            ("input", u.input),
-            ("output", u.output),
-            ("cache_read", u.cache_read),
-            ("cache_write", u.cache_write),
-        ] {
-            self.tokens
-                .with_label_values(&[provider, model, kind])
-                .inc_by(n);
+        let counters = self.provider(provider).tokens.get(model, || {
+            TOKEN_KINDS.map(|kind| self.tokens.with_label_values(&[provider, model, kind]))
+        });
+        for (c, n) in counters
+            .iter()
+            .zip([u.input, u.output, u.cache_read, u.cache_write])
+        {
+            c.inc_by(n);
         }
     }
 

@@ -34,6 +34,20 @@ async fn stats(px: &Proxy) -> Value {
     r.json()
 }
 
+/// Start the proxy and wait until its proxy listener accepts too: `/ready`
+/// can answer a moment before the proxy service is bound.
+async fn start(b: ProxyBuilder) -> Proxy {
+    let px = b.start().await;
+    poll("the proxy listener", || async {
+        tokio::net::TcpStream::connect(px.proxy)
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+    px
+}
+
 /// Poll `check` until it returns `Some`, for at most 20 s.
 async fn poll<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -191,15 +205,16 @@ struct Scripted {
 async fn run_scripted(name: &str) -> Scripted {
     let m1 = mock(MockApi::Anthropic, "p1", tokens(11, 7)).await;
     let m2 = mock(MockApi::Anthropic, "p2", tokens(5, 2)).await;
-    let px = Proxy::builder(name, &scripted_config(m1.addr(), m2.addr()))
-        .env("OBS_P1_KEY", PROVIDER_KEY)
-        .env("OBS_P2_KEY", PROVIDER_KEY)
-        .env(
-            "OBS_CLIENT_TOKENS",
-            &format!("other-token-1234,{CLIENT_TOKEN}"),
-        )
-        .start()
-        .await;
+    let px = start(
+        Proxy::builder(name, &scripted_config(m1.addr(), m2.addr()))
+            .env("OBS_P1_KEY", PROVIDER_KEY)
+            .env("OBS_P2_KEY", PROVIDER_KEY)
+            .env(
+                "OBS_CLIENT_TOKENS",
+                &format!("other-token-1234,{CLIENT_TOKEN}"),
+            ),
+    )
+    .await;
     let mut responses = Vec::new();
 
     // No route: counted under route="none".
@@ -569,10 +584,7 @@ async fn query_string_keys_never_reach_the_logs() {
         provider("p2", "anthropic", m2.addr(), ""),
     );
     // Debug is the most verbose level an operator would run in production.
-    let px = Proxy::builder("obs-query", &body)
-        .env("RUST_LOG", "debug")
-        .start()
-        .await;
+    let px = start(Proxy::builder("obs-query", &body).env("RUST_LOG", "debug")).await;
     let path = format!("/v1/messages?key={CANARY}&api_key={CANARY}");
     // A failover (failover + request events) ...
     let r = px
@@ -623,9 +635,7 @@ async fn access_log_modes() {
         ("errors_and_slow", vec![404]),
         ("off", vec![]),
     ] {
-        let px = Proxy::builder(&format!("obs-log-{mode}"), &cfg(mode))
-            .start()
-            .await;
+        let px = start(Proxy::builder(&format!("obs-log-{mode}"), &cfg(mode))).await;
         assert_eq!(
             px.send(Request::post("/v1/messages", anthropic_body(MODEL, false)))
                 .await
@@ -678,7 +688,7 @@ async fn health_goes_degraded_unhealthy_and_back_as_providers_die_and_return() {
         provider("p1", "anthropic", m1.addr(), ""),
         provider("p2", "anthropic", m2.addr(), ""),
     );
-    let px = Proxy::builder("obs-health", &body).start().await;
+    let px = start(Proxy::builder("obs-health", &body)).await;
     let (code, h) = health(&px).await;
     assert_eq!((code, h["status"].as_str()), (200, Some("healthy")), "{h}");
     assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
@@ -855,4 +865,20 @@ async fn dashboard_and_alerts_use_only_exposed_metric_names() {
             "monitoring does not use {family}"
         );
     }
+}
+
+/// The harness itself fails any test whose proxy logged a value passed in a
+/// `*_KEY` or `*_TOKENS` variable (here: text that is always logged).
+#[tokio::test]
+#[should_panic(expected = "passed via the environment appears in")]
+async fn harness_fails_a_test_whose_logs_contain_a_secret() {
+    let m1 = anthropic("p1").await;
+    let body = format!(
+        "providers:\n{}routes:\n  - {{ name: m, paths: [\"/v1/messages\"], providers: [p1] }}\n",
+        provider("p1", "anthropic", m1.addr(), "")
+    );
+    let px =
+        start(Proxy::builder("obs-harness", &body).env("OBS_LEAKED_KEY", "\"event\":\"started\""))
+            .await;
+    px.wait_event("started", |_| true).await;
 }

@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
 
+/// How long no request may be in flight before a draining process exits.
+const QUIET_WINDOW: Duration = Duration::from_millis(150);
+
 pub struct Signals {
     pub app: Arc<App>,
 }
@@ -109,9 +112,24 @@ fn spawn_drain_watch(app: Arc<App>, mut phases: broadcast::Receiver<ExecutionPha
             }
             let limit = app.runtime().config.server.shutdown_timeout;
             let start = Instant::now();
+            // A connection accepted just before the listener closed is not a
+            // request yet (its header is still being read), so one sample of
+            // zero proves nothing: require a short quiet window.
+            let mut quiet_since: Option<Instant> = None;
             loop {
                 let active = crate::telemetry::active();
-                if active == 0 || start.elapsed() >= limit {
+                let quiet = match (active, quiet_since) {
+                    (0, None) => {
+                        quiet_since = Some(Instant::now());
+                        false
+                    }
+                    (0, Some(t)) => t.elapsed() >= QUIET_WINDOW,
+                    _ => {
+                        quiet_since = None;
+                        false
+                    }
+                };
+                if quiet || start.elapsed() >= limit {
                     event(Level::Info, "shutdown")
                         .field("mode", "graceful")
                         .field("abandoned_requests", active)

@@ -242,6 +242,7 @@ impl<'a> Attempts<'a> {
             .collect();
         let mut again: Vec<(usize, bool)> = Vec::new();
         let mut skipped_full: Vec<usize> = Vec::new();
+        let mut pending_failover: Option<(String, ErrorClass)> = None;
         let max = self.rt.config.retry.max_attempts;
 
         while self.made < max {
@@ -298,6 +299,10 @@ impl<'a> Attempts<'a> {
                 // Half-open and its one probe is already out.
                 continue;
             };
+            // Logged only now that the next attempt really happens.
+            if let Some((from, class)) = pending_failover.take() {
+                telemetry::failover(&ctx.rec, &from, class);
+            }
             self.made += 1;
             let more = self.made < max && (!queue.is_empty() || !again.is_empty());
             let end = self.attempt(s, ctx, &provider, is_probe, more).await;
@@ -311,6 +316,7 @@ impl<'a> Attempts<'a> {
                     held,
                 } => {
                     let name = provider.name().to_string();
+                    let name_for_log = name.clone();
                     if let Some(h) = held {
                         self.held = Some(h);
                     }
@@ -321,9 +327,7 @@ impl<'a> Attempts<'a> {
                     if is_transient(class) {
                         again.push((ci, false));
                     }
-                    if self.made < max {
-                        telemetry::failover(&ctx.rec, provider.name(), class);
-                    }
+                    pending_failover = Some((name_for_log, class));
                 }
             }
         }

@@ -19,10 +19,14 @@ pub fn init(format: LogFormat) {
     set_format(format);
     let mut b = env_logger::Builder::new();
     b.filter_level(log::LevelFilter::Info);
-    b.filter_module("pingora_core", log::LevelFilter::Warn);
-    b.filter_module("pingora_proxy", log::LevelFilter::Warn);
     if let Ok(spec) = std::env::var("RUST_LOG") {
         b.parse_filters(&spec);
+    }
+    // Whatever RUST_LOG asks for, Pingora's debug and trace output stays
+    // off: at those levels it prints whole request headers, keys included.
+    for module in PINGORA_MODULES {
+        let asked = spec_level(module);
+        b.filter_module(module, asked.min(log::LevelFilter::Info));
     }
     b.target(env_logger::Target::Stderr);
     b.format(|buf, record| {
@@ -31,6 +35,32 @@ pub fn init(format: LogFormat) {
     });
     // A second init (tests, demo) keeps the first logger.
     let _ = b.try_init();
+}
+
+const PINGORA_MODULES: [&str; 7] = [
+    "pingora",
+    "pingora_core",
+    "pingora_proxy",
+    "pingora_http",
+    "pingora_pool",
+    "pingora_load_balancing",
+    "pingora_limits",
+];
+
+/// The level RUST_LOG names for `module` explicitly (a bare level such as
+/// `RUST_LOG=debug` leaves Pingora at its default, warn).
+fn spec_level(module: &str) -> log::LevelFilter {
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut level = log::LevelFilter::Warn;
+    for d in spec.split(',').map(str::trim) {
+        match d.split_once('=') {
+            Some((m, l)) if module.starts_with(m) && !m.is_empty() => {
+                level = l.parse().unwrap_or(level);
+            }
+            _ => {}
+        }
+    }
+    level
 }
 
 /// Switch format on reload.
@@ -133,7 +163,10 @@ fn render(record: &log::Record, format: LogFormat) -> String {
 fn level_of(record: &log::Record) -> String {
     if record.level() == log::Level::Error
         && record.target().starts_with("pingora_core::server")
-        && record.args().to_string().contains("No incoming socket transfer")
+        && record
+            .args()
+            .to_string()
+            .contains("No incoming socket transfer")
     {
         return "info".into();
     }

@@ -42,7 +42,7 @@ enum Command {
     /// Self-contained demo: mock providers (one failing) + the proxy, explained.
     Demo,
     /// Mock LLM provider for demos, tests and benchmarks.
-    MockProvider(steadfast::mock::MockArgs),
+    MockProvider(Box<steadfast::mock::MockArgs>),
 }
 
 fn main() -> ExitCode {
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(config),
         Command::Healthcheck { url } => steadfast::healthcheck::run(&url),
         Command::Demo => steadfast::demo::run(),
-        Command::MockProvider(args) => steadfast::mock::run_cli(args),
+        Command::MockProvider(args) => steadfast::mock::run_cli(*args),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

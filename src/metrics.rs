@@ -531,8 +531,12 @@ impl Metrics {
                     .set(i64::from(s == state));
             }
             // Series exist from the start, so rate() and increase() see
-            // the first event.
+            // the first event. A stream can only break as network or timeout.
             self.provider(p.name());
+            for class in [ErrorClass::Network, ErrorClass::Timeout] {
+                self.stream_interruptions
+                    .with_label_values(&[p.name(), class.as_str()]);
+            }
         }
         for r in &rt.routes {
             let name = r.settings.name.as_str();

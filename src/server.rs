@@ -65,6 +65,19 @@ pub fn run(opts: ServeOptions) -> i32 {
         }
     };
     crate::logging::init(cfg.logging.format);
+    if !opts.upgrade {
+        // Pingora retries a busy port in the background while everything
+        // else starts; refuse to start half-configured instead.
+        for (key, addr) in [
+            ("listen.proxy", cfg.listen_proxy),
+            ("listen.admin", cfg.listen_admin),
+        ] {
+            if let Err(e) = can_bind(addr) {
+                eprintln!("steadfast: cannot listen on {addr} ({key}): {e}");
+                return 1;
+            }
+        }
+    }
     let addrs = resolve_all(&cfg, Duration::from_secs(3));
     let app = App::new(cfg.clone(), &addrs);
 
@@ -123,11 +136,30 @@ pub fn run(opts: ServeOptions) -> i32 {
         .field("admin", cfg.listen_admin.to_string())
         .field("pid", std::process::id())
         .emit();
-    app.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    crate::lifecycle::add_readiness(&mut server, app.clone(), cfg.listen_proxy);
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals {
             app: Arc::clone(&app),
         }),
     });
     crate::lifecycle::exit_now(&app, 0)
+}
+
+/// Whether `addr` can be bound the way Pingora binds it (SO_REUSEADDR, so a
+/// port with connections in TIME_WAIT is not mistaken for a busy one).
+fn can_bind(addr: SocketAddr) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    rt.block_on(async {
+        let sock = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        sock.set_reuseaddr(true)?;
+        sock.bind(addr)?;
+        drop(sock.listen(1)?);
+        Ok(())
+    })
 }

@@ -87,9 +87,17 @@ async fn sigterm_when_idle_exits_after_the_drain_delay() {
     .await;
     let t0 = Instant::now();
     px.signal("TERM");
-    // During the delay: not ready, but still serving.
-    let ready = common::http::send(px.admin, Request::get("/ready")).await;
-    assert_eq!(ready.status, 503);
+    // During the delay: not ready (as soon as the signal is handled), but
+    // still serving.
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while common::http::send(px.admin, Request::get("/ready"))
+        .await
+        .status
+        != 503
+    {
+        assert!(Instant::now() < deadline, "/ready still 200 after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let health = common::http::send(px.admin, Request::get("/health")).await;
     assert_eq!(health.status, 503);
     assert_eq!(health.json()["status"], "draining");

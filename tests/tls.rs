@@ -52,10 +52,60 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A throwaway CA and a server certificate for "localhost" signed by it.
 fn make_certs(dir: &Path) {
-    openssl(dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=steadfast test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
-    openssl(dir, &["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "srv.key", "-out", "srv.csr"]);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=steadfast test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+        ],
+    );
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
-    openssl(dir, &["x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "srv.pem"]);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "srv.pem",
+        ],
+    );
 }
 
 async fn https_upstream(dir: &Path) -> (Kill, u16) {
@@ -71,7 +121,10 @@ async fn https_upstream(dir: &Path) -> (Kill, u16) {
         .spawn()
         .expect("python3");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
         assert!(Instant::now() < deadline, "https upstream did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -93,12 +146,21 @@ async fn https_upstream_with_trusted_ca_works() {
         .env("SSL_CERT_FILE", dir.join("ca.pem").to_str().unwrap())
         .start()
         .await;
-    let r = px.send(Request::post("/v1/messages", anthropic_body("m", false))).await;
+    let r = px
+        .send(Request::post("/v1/messages", anthropic_body("m", false)))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-steadfast-provider"), Some("secure"));
     let v = r.json();
-    assert_eq!(v["host"], format!("localhost:{port}"), "Host must be the provider's");
-    assert_eq!(v["len"].as_u64().unwrap() as usize, anthropic_body("m", false).len());
+    assert_eq!(
+        v["host"],
+        format!("localhost:{port}"),
+        "Host must be the provider's"
+    );
+    assert_eq!(
+        v["len"].as_u64().unwrap() as usize,
+        anthropic_body("m", false).len()
+    );
 }
 
 #[tokio::test]
@@ -108,7 +170,9 @@ async fn untrusted_certificate_is_a_network_failure() {
     let (_srv, port) = https_upstream(&dir).await;
     // The system store does not know the throwaway CA.
     let px = Proxy::builder("tls-untrusted", &config(port)).start().await;
-    let r = px.send(Request::post("/v1/messages", anthropic_body("m", false))).await;
+    let r = px
+        .send(Request::post("/v1/messages", anthropic_body("m", false)))
+        .await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.header("x-steadfast-error-class"), Some("network"));
 }

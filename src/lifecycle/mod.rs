@@ -97,6 +97,33 @@ pub fn add_service(server: &mut Server, app: Arc<App>) {
     ));
 }
 
+/// `/ready` turns 200 only once the proxy listener accepts connections:
+/// Pingora reports its services ready before they have bound.
+struct Readiness {
+    app: Arc<App>,
+    proxy: std::net::SocketAddr,
+}
+
+#[async_trait]
+impl BackgroundService for Readiness {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            if tokio::net::TcpStream::connect(self.proxy).await.is_ok() {
+                self.app.ready.store(true, Ordering::SeqCst);
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+pub fn add_readiness(server: &mut Server, app: Arc<App>, proxy: std::net::SocketAddr) {
+    server.add_service(background_service("readiness", Readiness { app, proxy }));
+}
+
 /// Once Pingora has stopped the listeners (its grace period starts), exit
 /// the moment the last request finishes instead of sleeping the period out.
 fn spawn_drain_watch(app: Arc<App>, mut phases: broadcast::Receiver<ExecutionPhase>) {

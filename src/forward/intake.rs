@@ -1,0 +1,144 @@
+//! Taking a request in: reading its body within the limit, waiting for a
+//! limiter slot, checking the client token, noticing a client that leaves.
+
+use crate::headers;
+use crate::limits::Limiter;
+use bytes::{Bytes, BytesMut};
+use pingora_error::Error;
+use pingora_proxy::Session;
+use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
+
+/// Resolves when the client closes its connection (or misbehaves) while we
+/// wait on something else.
+pub(super) async fn client_gone(s: &mut Session) -> Box<Error> {
+    loop {
+        match s.read_body_or_idle(true).await {
+            Err(e) => return e,
+            // Extra bytes after the body: the client is pipelining; keep
+            // waiting rather than guessing.
+            Ok(_) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+pub(super) enum BodyError {
+    TooLarge,
+    Client(Box<Error>),
+}
+
+/// Read the whole request body, refusing more than `max` bytes.
+pub(super) async fn read_body(
+    s: &mut Session,
+    max: usize,
+) -> std::result::Result<Bytes, BodyError> {
+    let declared = s
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let expects_continue = s
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        s.write_continue_response()
+            .await
+            .map_err(BodyError::Client)?;
+    }
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = s.read_request_body().await.map_err(BodyError::Client)? {
+        let total = buf.len() + first.as_ref().map_or(0, Bytes::len) + chunk.len();
+        if total > max {
+            return Err(BodyError::TooLarge);
+        }
+        match first.take() {
+            // The usual single-chunk body is kept without a copy.
+            None if buf.is_empty() => first = Some(chunk),
+            prev => {
+                if let Some(p) = prev {
+                    buf.reserve(declared.map_or(0, |n| n as usize));
+                    buf.extend_from_slice(&p);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| buf.freeze()))
+}
+
+pub(super) enum Slot {
+    Rejected,
+    ClientGone(Box<Error>),
+}
+
+/// Take a limiter slot, giving up when the queue timeout passes or the
+/// client leaves while queued.
+pub(super) async fn acquire(
+    s: &mut Session,
+    limiter: &Limiter,
+    wait: Duration,
+) -> std::result::Result<OwnedSemaphorePermit, Slot> {
+    if let Some(p) = limiter.try_acquire() {
+        return Ok(p);
+    }
+    tokio::select! {
+        r = limiter.acquire(wait) => r.map_err(|_| Slot::Rejected),
+        e = client_gone(s) => Err(Slot::ClientGone(e)),
+    }
+}
+
+/// The client token the request presents, if it is one of ours; returns the
+/// header it came in so it is never forwarded.
+pub(super) fn authorized(
+    h: &http::HeaderMap,
+    tokens: &[crate::config::Secret],
+) -> Option<&'static str> {
+    headers::client_credentials(h).find_map(|(name, presented)| {
+        tokens
+            .iter()
+            .any(|t| constant_time_eq(t.expose().as_bytes(), presented.as_bytes()))
+            .then_some(name)
+    })
+}
+
+/// Comparison whose time does not depend on where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_works() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn client_token_is_matched_in_either_header() {
+        let tokens = vec![crate::config::Secret::new("tok".into())];
+        let mut h = http::HeaderMap::new();
+        h.insert("authorization", "Bearer tok".parse().unwrap());
+        assert_eq!(authorized(&h, &tokens), Some("authorization"));
+        let mut h = http::HeaderMap::new();
+        h.insert("x-api-key", "tok".parse().unwrap());
+        assert_eq!(authorized(&h, &tokens), Some("x-api-key"));
+        let mut h = http::HeaderMap::new();
+        h.insert("x-api-key", "nope".parse().unwrap());
+        assert_eq!(authorized(&h, &tokens), None);
+        assert_eq!(authorized(&http::HeaderMap::new(), &tokens), None);
+    }
+}

@@ -1,0 +1,91 @@
+//! Responses steadfast writes itself: its own errors in the client's
+//! dialect, and held upstream responses replayed whole.
+
+use super::{Ctx, Handled};
+use crate::dialect::{self, LocalError};
+use crate::headers;
+use bytes::Bytes;
+use pingora_error::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+/// Write a whole response (header and body) built by steadfast.
+pub(super) async fn write_whole(
+    s: &mut Session,
+    ctx: &mut Ctx,
+    resp: ResponseHeader,
+    body: Bytes,
+) -> Handled {
+    ctx.committed = true;
+    if let Err(e) = s
+        .write_response_header(Box::new(resp), body.is_empty())
+        .await
+    {
+        return Handled::Abort(e);
+    }
+    ctx.rec.ttfb = Some(ctx.rec.started.elapsed());
+    if !body.is_empty() {
+        if let Err(e) = s.write_response_body(Some(body), true).await {
+            return Handled::Abort(e);
+        }
+    }
+    Handled::Responded
+}
+
+/// Answer with an error of steadfast's own, in the route's dialect.
+pub async fn respond_local(
+    s: &mut Session,
+    ctx: &mut Ctx,
+    kind: LocalError,
+    message: &str,
+    attempts: Option<u32>,
+) -> Handled {
+    ctx.rec.status = kind.status();
+    ctx.rec.class = Some(kind.class());
+    if ctx.rec.request_id.is_empty() {
+        ctx.rec.request_id = headers::request_id(s.req_header());
+    }
+    let body = dialect::error_body(ctx.api, kind, message);
+    let resp = match local_header(kind, &ctx.rec.request_id, attempts.unwrap_or(0), body.len()) {
+        Ok(r) => r,
+        Err(e) => return Handled::Abort(e),
+    };
+    write_whole(s, ctx, resp, body).await
+}
+
+fn local_header(
+    kind: LocalError,
+    request_id: &str,
+    attempts: u32,
+    len: usize,
+) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(kind.status(), Some(8))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
+    if kind == LocalError::Overloaded {
+        resp.insert_header(http::header::RETRY_AFTER, "1")?;
+    }
+    headers::stamp(
+        &mut resp,
+        request_id,
+        "none",
+        attempts,
+        Some(kind.class().as_str()),
+    )?;
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_error_headers() {
+        let h = local_header(LocalError::Overloaded, "rid", 0, 10).unwrap();
+        assert_eq!(h.status.as_u16(), 503);
+        assert_eq!(h.headers["retry-after"], "1");
+        assert_eq!(h.headers["x-steadfast-error-class"], "concurrency");
+        assert_eq!(h.headers["x-steadfast-provider"], "none");
+        assert_eq!(h.headers["x-request-id"], "rid");
+    }
+}

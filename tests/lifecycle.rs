@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::http::{anthropic_body, Conn, Request};
+use common::http::{anthropic_body, Request};
 use common::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -33,13 +33,8 @@ async fn sigterm_lets_streams_finish_then_exits_promptly() {
     // Five streams, each known to be in flight (first event received).
     let mut streams = Vec::new();
     for _ in 0..5 {
-        let mut c = Conn::connect(px.proxy).await;
-        c.write_request(&Request::post("/v1/messages", anthropic_body("m", true)))
-            .await;
-        let (status, _) = c.read_head().await.expect("head");
-        assert_eq!(status, 200);
-        c.next_chunk().await.expect("first event");
-        streams.push(c);
+        let req = Request::post("/v1/messages", anthropic_body("m", true));
+        streams.push(common::http::open_stream(px.proxy, &req).await);
     }
     px.signal("TERM");
     let mut finished = Vec::new();

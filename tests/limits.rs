@@ -17,13 +17,11 @@ fn stalled() -> Behavior {
 /// Open a streaming request and wait until its first event arrived, so it
 /// holds its slots for as long as the connection stays open.
 async fn hold_slot(px: &Proxy) -> Conn {
-    let mut c = Conn::connect(px.proxy).await;
-    c.write_request(&Request::post("/v1/messages", anthropic_body("m", true)))
-        .await;
-    let (status, _) = c.read_head().await.expect("head");
-    assert_eq!(status, 200);
-    c.next_chunk().await.expect("first event");
-    c
+    common::http::open_stream(
+        px.proxy,
+        &Request::post("/v1/messages", anthropic_body("m", true)),
+    )
+    .await
 }
 
 fn one_provider(addr: std::net::SocketAddr, limits: &str) -> String {

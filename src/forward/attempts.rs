@@ -347,20 +347,7 @@ impl<'a> Attempts<'a> {
             match step {
                 Err(e) => {
                     ctx.rec.upstream_wait += t.started.elapsed();
-                    ctx.rec.class = Some(ErrorClass::Client);
-                    self.record_attempt(ctx, &t, AttemptResult::Failed(ErrorClass::Client));
-                    if t.is_probe {
-                        // Give the probe slot back: the provider was not judged.
-                        p.health.record(
-                            Instant::now(),
-                            AttemptResult::Failed(ErrorClass::Client),
-                            true,
-                            None,
-                            &self.rt.policy,
-                            1.0,
-                        );
-                    }
-                    return AttemptEnd::Abort(e);
+                    return self.client_left(ctx, &t, e);
                 }
                 Ok(Ok(Ok(()))) => break Ok(up),
                 Ok(Ok(Err(_))) if reused && !fresh => {
@@ -456,11 +443,12 @@ impl<'a> Attempts<'a> {
         .await
     }
 
-    /// The client went away after commit: stop, and do not blame the provider.
+    /// The client went away: stop, and do not blame the provider.
     pub(super) fn client_left(&mut self, ctx: &mut Ctx, t: &Try, e: Box<Error>) -> AttemptEnd {
         ctx.rec.class = Some(ErrorClass::Client);
         self.record_attempt(ctx, t, AttemptResult::Failed(ErrorClass::Client));
         if t.is_probe {
+            // Give the probe slot back: the provider was not judged.
             t.p.health.record(
                 Instant::now(),
                 AttemptResult::Failed(ErrorClass::Client),

@@ -298,6 +298,17 @@ impl Conn {
     }
 }
 
+/// Open a streaming request and return once its first event has arrived,
+/// so the request is known to be in flight (holding its limiter slots).
+pub async fn open_stream(addr: SocketAddr, req: &Request<'_>) -> Conn {
+    let mut c = Conn::connect(addr).await;
+    c.write_request(req).await;
+    let (status, _) = c.read_head().await.expect("response head");
+    assert_eq!(status, 200, "stream did not start");
+    c.next_chunk().await.expect("first event");
+    c
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }

@@ -6,12 +6,17 @@ use crate::config::{self, Config, ConfigSource};
 use crate::lifecycle::Signals;
 use crate::proxy::SteadfastProxy;
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::ListenerConfig;
+use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Read buffer of a client connection (Pingora's default is 64 KiB).
+const DOWNSTREAM_READ_BUFFER: usize = 4096;
 
 pub struct ServeOptions {
     pub config: Option<PathBuf>,
@@ -122,7 +127,13 @@ pub fn run(opts: ServeOptions) -> i32 {
         o.h2c = true;
         logic.server_options = Some(o);
     }
-    proxy.add_tcp(&cfg.listen_proxy.to_string());
+    // Pingora parses requests in its own buffers; a 64 KiB read buffer per
+    // client connection is mostly dead weight for a proxy holding thousands
+    // of long-lived streams.
+    proxy.add_listener(
+        ListenerConfig::tcp(cfg.listen_proxy.to_string())
+            .l4_buffer(L4BufferSettings::default().read(DOWNSTREAM_READ_BUFFER)),
+    );
     server.add_service(proxy);
     crate::admin::add_service(&mut server, app.clone(), cfg.listen_admin);
     crate::resolver::add_service(&mut server, app.clone());

@@ -311,14 +311,20 @@ impl<'a> Attempts<'a> {
                 break Err((ErrorClass::Timeout, "total timeout reached".to_string()));
             }
             let connect = async {
-                if fresh {
-                    self.app
-                        .transport
-                        .new_stream(&*peer)
-                        .await
-                        .map(|s| (s, false))
+                let pooled = if fresh {
+                    None
                 } else {
-                    self.app.transport.get_stream(&*peer).await
+                    self.app.transport.reused_stream(&*peer).await
+                };
+                match pooled {
+                    Some(s) => Ok((s, true)),
+                    // Connecting (TCP + TLS) is a future of several KiB;
+                    // boxed, it does not enlarge the state every request
+                    // (streams included) carries for its whole life, and
+                    // it is only paid for when the pool has nothing.
+                    None => Box::pin(self.app.transport.new_stream(&*peer))
+                        .await
+                        .map(|s| (s, false)),
                 }
             };
             let (stream, reused) = match tokio::time::timeout(left, connect).await {
@@ -428,6 +434,9 @@ impl<'a> Attempts<'a> {
                 Held::TooLarge(bytes) => prefix = Some(bytes),
             }
         }
+        // Not needed while the response streams: keep them out of the
+        // state a long stream carries.
+        drop((up_req, body));
         self.commit(
             s,
             ctx,
@@ -519,7 +528,9 @@ impl<'a> Attempts<'a> {
         peer: &pingora_core::upstreams::peer::HttpPeer,
     ) {
         up.respect_keepalive();
-        if let Some(stream) = up.reuse().await {
+        // Boxed for the same reason as connecting: a large future awaited
+        // once at the end should not enlarge every stream's state.
+        if let Some(stream) = Box::pin(up.reuse()).await {
             use pingora_core::upstreams::peer::Peer;
             self.app
                 .transport

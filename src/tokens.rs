@@ -1,19 +1,60 @@
 //! Token usage, read from the response as it passes through: JSON bodies
 //! (kept up to a bound and parsed once at the end) and SSE streams (only the
 //! events that carry usage are parsed). Nothing here delays the stream.
+//!
+//! Parsing is typed and borrow-only: serde skips every field but `model` and
+//! `usage`, so a chat completion costs a scan, not a JSON tree.
 
 use crate::config::Api;
 use crate::record::Usage;
 use crate::sse;
 use bytes::{Bytes, BytesMut};
-use serde_json::Value;
+use serde::Deserialize;
+use std::borrow::Cow;
 
 /// Larger JSON bodies are not kept for usage parsing.
 const MAX_JSON: usize = 4 << 20;
 
+/// The parts of a response body or SSE event that can carry usage: the top
+/// level (Anthropic messages, OpenAI chat), `message` (Anthropic
+/// message_start) and `response` (OpenAI Responses API events).
+#[derive(Deserialize, Default)]
+struct Doc<'a> {
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<RawUsage>,
+    #[serde(borrow, default)]
+    message: Option<Box<Doc<'a>>>,
+    #[serde(borrow, default)]
+    response: Option<Box<Doc<'a>>>,
+}
+
+/// Every usage field either dialect uses; absent ones stay `None`.
+#[derive(Deserialize, Default)]
+struct RawUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    prompt_tokens_details: Option<Cached>,
+    input_tokens_details: Option<Cached>,
+}
+
+#[derive(Deserialize, Default)]
+struct Cached {
+    cached_tokens: Option<u64>,
+}
+
 pub struct UsageMeter {
     api: Api,
     sse: bool,
+    /// A JSON body that arrived in one chunk is kept without a copy.
+    first: Option<Bytes>,
     json: BytesMut,
     json_overflow: bool,
     usage: Usage,
@@ -25,6 +66,7 @@ impl UsageMeter {
         UsageMeter {
             api,
             sse,
+            first: None,
             json: BytesMut::new(),
             json_overflow: false,
             usage: Usage::default(),
@@ -42,21 +84,38 @@ impl UsageMeter {
             for (name, data) in sse::events(chunk) {
                 self.on_event(name, &data);
             }
-        } else if !self.json_overflow {
-            if self.json.len() + chunk.len() > MAX_JSON {
-                self.json_overflow = true;
-                self.json = BytesMut::new();
-            } else {
+            return;
+        }
+        if self.json_overflow {
+            return;
+        }
+        let held = self.first.as_ref().map_or(0, Bytes::len) + self.json.len();
+        if held + chunk.len() > MAX_JSON {
+            self.json_overflow = true;
+            self.first = None;
+            self.json = BytesMut::new();
+            return;
+        }
+        match self.first.take() {
+            None if self.json.is_empty() => self.first = Some(chunk.clone()),
+            prev => {
+                if let Some(p) = prev {
+                    self.json.extend_from_slice(&p);
+                }
                 self.json.extend_from_slice(chunk);
             }
         }
     }
 
     pub fn finish(mut self) -> (Usage, Option<String>) {
-        if !self.sse && !self.json.is_empty() {
-            if let Ok(v) = serde_json::from_slice::<Value>(&self.json) {
-                self.take_model(&v);
-                if let Some(u) = v.get("usage") {
+        if !self.sse {
+            let body = self
+                .first
+                .take()
+                .unwrap_or_else(|| self.json.split().freeze());
+            if let Ok(doc) = serde_json::from_slice::<Doc>(&body) {
+                self.take_model(&doc);
+                if let Some(u) = &doc.usage {
                     self.apply(u, false);
                 }
             }
@@ -68,22 +127,22 @@ impl UsageMeter {
         if data == "[DONE]" || !data.contains("usage") && !data.contains("\"model\"") {
             return;
         }
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
+        let Ok(doc) = serde_json::from_str::<Doc>(data) else {
             return;
         };
         match self.api {
-            Api::Anthropic => match name.or_else(|| v.get("type").and_then(Value::as_str)) {
+            Api::Anthropic => match name.or(doc.kind.as_deref()) {
                 Some("message_start") => {
-                    if let Some(m) = v.get("message") {
+                    if let Some(m) = &doc.message {
                         self.take_model(m);
-                        if let Some(u) = m.get("usage") {
+                        if let Some(u) = &m.usage {
                             self.apply(u, false);
                         }
                     }
                 }
                 // Anthropic's message_delta usage is cumulative.
                 Some("message_delta") => {
-                    if let Some(u) = v.get("usage") {
+                    if let Some(u) = &doc.usage {
                         self.apply(u, true);
                     }
                 }
@@ -92,18 +151,18 @@ impl UsageMeter {
             Api::OpenAi => {
                 // Chat chunks carry usage at top level; the Responses API
                 // nests it in `response` on response.completed.
-                let obj = v.get("response").unwrap_or(&v);
+                let obj = doc.response.as_deref().unwrap_or(&doc);
                 self.take_model(obj);
-                if let Some(u) = obj.get("usage").filter(|u| u.is_object()) {
+                if let Some(u) = &obj.usage {
                     self.apply(u, false);
                 }
             }
         }
     }
 
-    fn take_model(&mut self, v: &Value) {
+    fn take_model(&mut self, doc: &Doc) {
         if self.model.is_none() {
-            if let Some(m) = v.get("model").and_then(Value::as_str) {
+            if let Some(m) = &doc.model {
                 self.model = Some(m.to_string());
             }
         }
@@ -111,11 +170,8 @@ impl UsageMeter {
 
     /// Merge a usage object. `only_output`: Anthropic's message_delta, whose
     /// input side repeats (or omits) what message_start said.
-    fn apply(&mut self, u: &Value, only_output: bool) {
-        let n = |k: &str| u.get(k).and_then(Value::as_u64);
-        let nested = |a: &str, b: &str| u.get(a).and_then(|d| d.get(b)).and_then(Value::as_u64);
-        let out = n("output_tokens").or_else(|| n("completion_tokens"));
-        if let Some(o) = out {
+    fn apply(&mut self, u: &RawUsage, only_output: bool) {
+        if let Some(o) = u.output_tokens.or(u.completion_tokens) {
             self.usage.output = o;
         }
         if only_output {
@@ -123,23 +179,26 @@ impl UsageMeter {
         }
         match self.api {
             Api::Anthropic => {
-                if let Some(i) = n("input_tokens") {
+                if let Some(i) = u.input_tokens {
                     self.usage.input = i;
                 }
-                if let Some(c) = n("cache_read_input_tokens") {
+                if let Some(c) = u.cache_read_input_tokens {
                     self.usage.cache_read = c;
                 }
-                if let Some(c) = n("cache_creation_input_tokens") {
+                if let Some(c) = u.cache_creation_input_tokens {
                     self.usage.cache_write = c;
                 }
             }
             Api::OpenAi => {
                 // OpenAI counts cached tokens inside the prompt total; report
                 // them separately so input + cache_read = prompt tokens.
-                let cached = nested("prompt_tokens_details", "cached_tokens")
-                    .or_else(|| nested("input_tokens_details", "cached_tokens"))
+                let cached = u
+                    .prompt_tokens_details
+                    .as_ref()
+                    .or(u.input_tokens_details.as_ref())
+                    .and_then(|c| c.cached_tokens)
                     .unwrap_or(0);
-                if let Some(i) = n("prompt_tokens").or_else(|| n("input_tokens")) {
+                if let Some(i) = u.prompt_tokens.or(u.input_tokens) {
                     self.usage.input = i.saturating_sub(cached);
                     self.usage.cache_read = cached;
                 }
@@ -223,6 +282,19 @@ mod tests {
         ));
         let (u, _) = m.finish();
         assert_eq!((u.input, u.output), (9, 4));
+    }
+
+    #[test]
+    fn single_chunk_json_is_not_copied_and_unknown_fields_are_skipped() {
+        let mut m = UsageMeter::new(Api::OpenAi, false);
+        let body = Bytes::from_static(
+            b"{\"id\":\"x\",\"choices\":[{\"message\":{\"content\":\"usage \\\"quoted\\\"\"}}],\"model\":\"gpt\",\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}",
+        );
+        m.feed(&body);
+        assert_eq!(m.first.as_ref().map(|b| b.as_ptr()), Some(body.as_ptr()));
+        let (u, model) = m.finish();
+        assert_eq!((u.input, u.output), (3, 4));
+        assert_eq!(model.as_deref(), Some("gpt"));
     }
 
     #[test]

@@ -206,10 +206,7 @@ impl<'a> Attempts<'a> {
             ctx.rec.provider = Some(h.provider.clone());
             ctx.rec.status = h.header.status.as_u16();
             ctx.rec.class = Some(h.class);
-            let mut resp = match headers::client_response(&h.header) {
-                Ok(r) => r,
-                Err(e) => return Handled::Abort(e),
-            };
+            let mut resp = headers::client_response(h.header);
             resp.remove_header("content-length");
             if let Err(e) = resp
                 .insert_header("content-length", h.body.len().to_string())

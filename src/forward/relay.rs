@@ -35,10 +35,8 @@ impl Attempts<'_> {
         deadline: Instant,
     ) -> AttemptEnd {
         let p = t.p.clone();
-        let mut resp = match headers::client_response(&head) {
-            Ok(r) => r,
-            Err(e) => return self.fail(ctx, &t, ErrorClass::Network, describe(&e), None, None),
-        };
+        let sse = is_sse(&head);
+        let mut resp = headers::client_response(head);
         if let Err(e) = headers::stamp(
             &mut resp,
             &ctx.rec.request_id,
@@ -48,7 +46,6 @@ impl Attempts<'_> {
         ) {
             return self.fail(ctx, &t, ErrorClass::Network, describe(&e), None, None);
         }
-        let sse = is_sse(&head);
         let body_done = prefix.is_none() && up.is_body_done();
         // An HTTP/1.1 body of unknown length must be chunked, or the client
         // could only find its end by the connection closing (and a cut
@@ -65,7 +62,7 @@ impl Attempts<'_> {
         // A client that stops reading must not pin the upstream forever.
         s.set_write_timeout(Some(p.settings.timeouts.stream_idle));
         ctx.rec.provider = Some(p.name().to_string());
-        ctx.rec.status = head.status.as_u16();
+        ctx.rec.status = resp.status.as_u16();
         ctx.rec.class = class;
         if let Err(e) = s.write_response_header(Box::new(resp), body_done).await {
             return self.client_left(ctx, &t, e);

@@ -386,3 +386,34 @@ async fn least_latency_prefers_the_faster_provider() {
     assert!(fast_n > slow_n * 3, "fast {fast_n} vs slow {slow_n}");
     assert!(slow_n >= 1, "the slow provider must still be measured");
 }
+
+#[tokio::test]
+async fn hostnames_are_resolved_off_the_request_path() {
+    // "localhost" goes through the resolver (start-up lookup, then the
+    // background refresh), unlike the IP literals of the other tests.
+    use std::net::ToSocketAddrs;
+    // Listen where "localhost" resolves first on this machine (::1 or
+    // 127.0.0.1), since that is the address steadfast will pick.
+    let local = ("localhost", 0).to_socket_addrs().unwrap().next().unwrap();
+    let m = MockServer::start(
+        local,
+        MockConfig {
+            api: MockApi::Anthropic,
+            name: "p1".into(),
+            behavior: Behavior::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let body = format!(
+        "providers:\n  - {{ name: p1, api: anthropic, base_url: \"http://localhost:{}\" }}\nroutes:\n  - {{ name: m, paths: [\"/v1/messages\"], providers: [p1] }}\n",
+        m.addr().port()
+    );
+    let px = Proxy::builder("dns", &body).start().await;
+    let r = px.send(msg()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        m.recorded()[0].header("host"),
+        Some(format!("localhost:{}", m.addr().port()).as_str())
+    );
+}

@@ -2,6 +2,7 @@
 //! swapped, hop-by-hop removed, Host rewritten) and what goes back to the
 //! client (hop-by-hop removed, `x-steadfast-*` and `x-request-id` added).
 
+use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderName};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -53,7 +54,12 @@ pub struct UpstreamTarget<'a> {
     pub key: Option<(&'a HeaderName, &'a http::HeaderValue)>,
 }
 
-/// Build the request sent to a provider from the client's request.
+/// Build the request head sent to a provider, as HTTP/1.1 wire bytes.
+///
+/// Written straight to the wire rather than through a `RequestHeader`: the
+/// head and the body then leave in one write (one syscall and one wake-up of
+/// the provider per attempt, not two), and no header map is built only to be
+/// serialised at once.
 ///
 /// `drop_header` is the credential header that carried a steadfast client
 /// token, which must never reach a provider.
@@ -63,23 +69,23 @@ pub fn upstream_request(
     drop_header: Option<&str>,
     request_id: &str,
     body_len: usize,
-) -> Result<RequestHeader> {
+) -> Result<BytesMut> {
     let pq = client
         .uri
         .path_and_query()
         .map(|pq| pq.as_str())
         .unwrap_or("/");
-    let path = if target.path_prefix.is_empty() {
-        std::borrow::Cow::Borrowed(pq)
-    } else {
-        std::borrow::Cow::Owned(format!("{}{}", target.path_prefix, pq))
-    };
-    let mut req = RequestHeader::build(
-        client.method.clone(),
-        path.as_bytes(),
-        Some(client.headers.len() + 4),
-    )?;
+    let target_ok = |b: &[u8]| b.iter().all(|c| c.is_ascii_graphic());
+    if !target_ok(target.path_prefix.as_bytes()) || !target_ok(pq.as_bytes()) {
+        return Error::e_explain(ErrorType::InvalidHTTPHeader, "request target not sendable");
+    }
     let listed = connection_listed(&client.headers);
+    let mut w = BytesMut::with_capacity(512 + client.headers.len() * 48);
+    w.put_slice(client.method.as_str().as_bytes());
+    w.put_u8(b' ');
+    w.put_slice(target.path_prefix.as_bytes());
+    w.put_slice(pq.as_bytes());
+    w.put_slice(b" HTTP/1.1\r\n");
     for (name, value) in client.headers.iter() {
         let n = name.as_str();
         if is_hop_by_hop(n, &listed)
@@ -93,20 +99,37 @@ pub fn upstream_request(
         if CREDENTIAL_HEADERS.contains(&n) && (target.key.is_some() || drop_header == Some(n)) {
             continue;
         }
-        req.append_header(name.clone(), value.clone())?;
+        put_header(&mut w, n.as_bytes(), value.as_bytes())?;
     }
-    req.insert_header(header::HOST, target.host_header)?;
+    put_header(&mut w, b"host", target.host_header.as_bytes())?;
     if body_len > 0 || client.method != http::Method::GET && client.method != http::Method::HEAD {
-        req.insert_header(header::CONTENT_LENGTH, body_len.to_string())?;
+        put_header(&mut w, b"content-length", body_len.to_string().as_bytes())?;
     }
     // Identity keeps usage accounting possible and costs nothing on the
     // loopback hop to the client; LLM bodies are small next to their latency.
-    req.insert_header(header::ACCEPT_ENCODING, "identity")?;
-    req.insert_header(X_REQUEST_ID, request_id)?;
+    put_header(&mut w, b"accept-encoding", b"identity")?;
+    put_header(&mut w, X_REQUEST_ID.as_bytes(), request_id.as_bytes())?;
     if let Some((name, value)) = target.key {
-        req.insert_header(name.clone(), value.clone())?;
+        put_header(&mut w, name.as_str().as_bytes(), value.as_bytes())?;
     }
-    Ok(req)
+    w.put_slice(b"\r\n");
+    Ok(w)
+}
+
+/// One `name: value` line. Parsed headers and `HeaderValue`s cannot hold a
+/// line break, but the host and request id are plain strings: check them all.
+fn put_header(w: &mut BytesMut, name: &[u8], value: &[u8]) -> Result<()> {
+    if value.iter().any(|&c| c == b'\r' || c == b'\n' || c == 0) {
+        return Error::e_explain(
+            ErrorType::InvalidHTTPHeader,
+            format!("header {} has a line break", String::from_utf8_lossy(name)),
+        );
+    }
+    w.put_slice(name);
+    w.put_slice(b": ");
+    w.put_slice(value);
+    w.put_slice(b"\r\n");
+    Ok(())
 }
 
 /// The provider's response header, cleaned for the client in place (it is
@@ -202,6 +225,42 @@ mod tests {
         r
     }
 
+    /// The request line and headers of a wire head, checked for framing.
+    struct Wire {
+        target: String,
+        headers: Vec<(String, String)>,
+    }
+
+    impl Wire {
+        fn parse(w: &[u8]) -> Wire {
+            let text = std::str::from_utf8(w).unwrap();
+            let head = text
+                .strip_suffix("\r\n\r\n")
+                .expect("head ends with an empty line");
+            let mut lines = head.split("\r\n");
+            let line: Vec<&str> = lines.next().unwrap().split(' ').collect();
+            assert_eq!(line.len(), 3, "request line {line:?}");
+            assert_eq!(line[2], "HTTP/1.1");
+            let headers = lines
+                .map(|l| {
+                    let (n, v) = l.split_once(": ").expect("name: value");
+                    (n.to_string(), v.to_string())
+                })
+                .collect();
+            Wire {
+                target: line[1].to_string(),
+                headers,
+            }
+        }
+
+        fn get(&self, name: &str) -> Option<&str> {
+            let mut all = self.headers.iter().filter(|(n, _)| n == name);
+            let first = all.next().map(|(_, v)| v.as_str());
+            assert!(all.next().is_none(), "{name} sent twice");
+            first
+        }
+    }
+
     #[test]
     fn provider_key_replaces_every_client_credential() {
         let name = HeaderName::from_static("x-api-key");
@@ -211,17 +270,19 @@ mod tests {
             path_prefix: "/base",
             key: Some((&name, &value)),
         };
-        let r = upstream_request(&client_req(), &t, None, "rid", 12).unwrap();
-        assert_eq!(r.uri.to_string(), "/base/v1/messages?beta=true");
-        assert_eq!(r.headers["host"], "api.anthropic.com");
-        assert_eq!(r.headers["x-api-key"], "provider-key");
-        assert!(r.headers.get("authorization").is_none());
-        assert_eq!(r.headers["content-length"], "12");
-        assert_eq!(r.headers["anthropic-version"], "2023-06-01");
-        assert_eq!(r.headers["x-request-id"], "rid");
-        assert_eq!(r.headers["accept-encoding"], "identity");
+        let w = upstream_request(&client_req(), &t, None, "rid", 12).unwrap();
+        assert!(w.starts_with(b"POST "));
+        let r = Wire::parse(&w);
+        assert_eq!(r.target, "/base/v1/messages?beta=true");
+        assert_eq!(r.get("host"), Some("api.anthropic.com"));
+        assert_eq!(r.get("x-api-key"), Some("provider-key"));
+        assert_eq!(r.get("authorization"), None);
+        assert_eq!(r.get("content-length"), Some("12"));
+        assert_eq!(r.get("anthropic-version"), Some("2023-06-01"));
+        assert_eq!(r.get("x-request-id"), Some("rid"));
+        assert_eq!(r.get("accept-encoding"), Some("identity"));
         for h in ["connection", "x-hop", "transfer-encoding"] {
-            assert!(r.headers.get(h).is_none(), "{h} forwarded");
+            assert_eq!(r.get(h), None, "{h} forwarded");
         }
     }
 
@@ -232,11 +293,38 @@ mod tests {
             path_prefix: "",
             key: None,
         };
-        let r = upstream_request(&client_req(), &t, Some("authorization"), "rid", 0).unwrap();
-        assert!(r.headers.get("authorization").is_none());
-        assert_eq!(r.headers["x-api-key"], "client-key");
-        assert_eq!(r.uri.to_string(), "/v1/messages?beta=true");
-        assert_eq!(r.headers["content-length"], "0");
+        let r = Wire::parse(
+            &upstream_request(&client_req(), &t, Some("authorization"), "rid", 0).unwrap(),
+        );
+        assert_eq!(r.get("authorization"), None);
+        assert_eq!(r.get("x-api-key"), Some("client-key"));
+        assert_eq!(r.target, "/v1/messages?beta=true");
+        assert_eq!(r.get("content-length"), Some("0"));
+    }
+
+    #[test]
+    fn bodyless_get_has_no_length_and_line_breaks_are_refused() {
+        let mut get = RequestHeader::build("GET", b"/v1/models", None).unwrap();
+        get.insert_header("x-keep", "yes").unwrap();
+        let t = UpstreamTarget {
+            host_header: "h",
+            path_prefix: "",
+            key: None,
+        };
+        let r = Wire::parse(&upstream_request(&get, &t, None, "rid", 0).unwrap());
+        assert_eq!(r.get("content-length"), None);
+        assert_eq!(r.get("x-keep"), Some("yes"));
+        assert!(upstream_request(&get, &t, None, "bad\r\nx-evil: 1", 0).is_err());
+        let evil_host = UpstreamTarget {
+            host_header: "h\r\nx-evil: 1",
+            ..t
+        };
+        assert!(upstream_request(&get, &evil_host, None, "rid", 0).is_err());
+        let spaced = UpstreamTarget {
+            path_prefix: "/a b",
+            ..t
+        };
+        assert!(upstream_request(&get, &spaced, None, "rid", 0).is_err());
     }
 
     #[test]

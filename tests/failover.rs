@@ -441,3 +441,46 @@ async fn health(px: &Proxy) -> (u16, serde_json::Value) {
     let r = common::http::send(px.admin, Request::get("/health")).await;
     (r.status, r.json())
 }
+
+/// HEAD and GET pass through like POST. A HEAD answer carries a
+/// Content-Length but no body: the proxy must neither wait for that body nor
+/// reuse the upstream connection as if it had read it, and the client's
+/// keep-alive connection must carry the next request.
+#[tokio::test]
+async fn head_and_get_pass_through_on_one_client_connection() {
+    let m = anthropic("p1").await;
+    let px = Proxy::builder(
+        "head-get",
+        &format!(
+            "providers:\n{}routes:\n  - {{ name: models, paths: [\"/v1/models\"], providers: [p1] }}\n",
+            provider("p1", "anthropic", m.addr(), "")
+        ),
+    )
+    .start()
+    .await;
+    let mut c = common::http::Conn::connect(px.proxy).await;
+    for round in 0..2 {
+        let head = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            c.round_trip(&Request {
+                method: "HEAD",
+                ..Request::get("/v1/models")
+            }),
+        )
+        .await
+        .expect("HEAD answered without waiting for a body");
+        assert_eq!(head.status, 200, "round {round}");
+        assert!(head.body.is_empty(), "round {round}");
+        let len: usize = head
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .expect("HEAD keeps the upstream's content-length");
+        let get = c.round_trip(&Request::get("/v1/models")).await;
+        assert_eq!(get.status, 200, "round {round}: {}", get.text());
+        assert_eq!(get.body.len(), len, "round {round}: HEAD and GET agree");
+        assert!(get.text().contains("\"data\""), "{}", get.text());
+        assert_eq!(get.header("x-steadfast-provider"), Some("p1"));
+    }
+    let methods: Vec<String> = m.recorded().into_iter().map(|r| r.method).collect();
+    assert_eq!(methods, ["HEAD", "GET", "HEAD", "GET"]);
+}

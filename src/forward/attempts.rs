@@ -14,15 +14,18 @@ use crate::provider::{Provider, POOL_IDLE};
 use crate::record::AttemptRecord;
 use crate::routing::CandidateInfo;
 use crate::telemetry;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_core::protocols::Stream;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, OrErr, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use tokio::io::AsyncWriteExt;
 
 /// Largest failed-attempt body held back for a possible replay to the
 /// client; provider error bodies are a few hundred bytes.
@@ -59,6 +62,10 @@ pub(super) struct Attempts<'a> {
     pub(super) made: u32,
     pub(super) failures: Vec<(String, ErrorClass, String)>,
     pub(super) held: Option<Box<HeldResponse>>,
+    /// A response to HEAD has no body whatever its framing headers say; the
+    /// upstream session cannot know (the request went out as raw bytes), so
+    /// its body is never read and its connection never pooled.
+    pub(super) head_request: bool,
 }
 
 impl<'a> Attempts<'a> {
@@ -78,10 +85,12 @@ impl<'a> Attempts<'a> {
             made: 0,
             failures: Vec::new(),
             held: None,
+            head_request: false,
         }
     }
 
     pub(super) async fn run(mut self, s: &mut Session, ctx: &mut Ctx) -> Handled {
+        self.head_request = s.req_header().method == http::Method::HEAD;
         let now = Instant::now();
         let infos: Vec<CandidateInfo> = self
             .route
@@ -284,7 +293,7 @@ impl<'a> Attempts<'a> {
             path_prefix: &p.settings.upstream.path_prefix,
             key: p.key_header(),
         };
-        let up_req = match headers::upstream_request(
+        let up_head = match headers::upstream_request(
             s.req_header(),
             &target,
             self.drop_header,
@@ -334,14 +343,14 @@ impl<'a> Attempts<'a> {
                     ))
                 }
             };
-            let mut up = UpstreamSession::new_with_options(stream, &*peer);
             let budget = p
                 .settings
                 .timeouts
                 .response_header
                 .min(deadline.saturating_duration_since(Instant::now()));
             let step = {
-                let exchange = tokio::time::timeout(budget, exchange(&mut up, &up_req, &body));
+                let exchange =
+                    tokio::time::timeout(budget, exchange(stream, &peer, &up_head, &body));
                 tokio::select! {
                     r = exchange => Ok(r),
                     e = client_gone(s) => Err(e),
@@ -352,7 +361,7 @@ impl<'a> Attempts<'a> {
                     ctx.rec.upstream_wait += t.started.elapsed();
                     return self.client_left(ctx, &t, e);
                 }
-                Ok(Ok(Ok(()))) => break Ok(up),
+                Ok(Ok(Ok(up))) => break Ok(up),
                 Ok(Ok(Err(_))) if reused && !fresh => {
                     fresh = true;
                     continue;
@@ -403,7 +412,11 @@ impl<'a> Attempts<'a> {
             // Hold the error back: it is only the answer if nothing better
             // comes from the next providers.
             let waited = Instant::now();
-            let held = read_held_body(&mut up, p.settings.timeouts.stream_idle, deadline).await;
+            let held = if self.head_request {
+                Held::Complete(Bytes::new())
+            } else {
+                read_held_body(&mut up, p.settings.timeouts.stream_idle, deadline).await
+            };
             ctx.rec.upstream_wait += waited.elapsed();
             let detail = format!("status {status}");
             match held {
@@ -433,7 +446,7 @@ impl<'a> Attempts<'a> {
         }
         // Not needed while the response streams: keep them out of the
         // state a long stream carries.
-        drop((up_req, body));
+        drop((up_head, body));
         self.commit(
             s,
             ctx,
@@ -524,6 +537,9 @@ impl<'a> Attempts<'a> {
         mut up: UpstreamSession,
         peer: &pingora_core::upstreams::peer::HttpPeer,
     ) {
+        if self.head_request {
+            return;
+        }
         up.respect_keepalive();
         // Boxed for the same reason as connecting: a large future awaited
         // once at the end should not enlarge every stream's state.
@@ -579,23 +595,30 @@ pub(super) fn describe(e: &Error) -> String {
     }
 }
 
-/// Send the request and read up to the final response header.
+/// Send the request head and body in one write, then read up to the final
+/// response header.
 pub(super) async fn exchange(
-    up: &mut UpstreamSession,
-    req: &pingora_http::RequestHeader,
-    body: &Bytes,
-) -> Result<()> {
-    up.write_request_header(Box::new(req.clone())).await?;
-    if !body.is_empty() {
-        up.write_body(body).await?;
-    }
-    up.finish_body().await?;
+    mut stream: Stream,
+    peer: &HttpPeer,
+    head: &[u8],
+    body: &[u8],
+) -> Result<UpstreamSession> {
+    let mut wire = head.chain(body);
+    stream
+        .write_all_buf(&mut wire)
+        .await
+        .or_err(ErrorType::WriteError, "while sending the request")?;
+    stream
+        .flush()
+        .await
+        .or_err(ErrorType::WriteError, "while sending the request")?;
+    let mut up = UpstreamSession::new_with_options(stream, peer);
     loop {
         up.read_response().await?;
         match up.resp_header() {
             // 1xx (other than 101) are interim: the real answer follows.
             Some(h) if h.status.is_informational() && h.status.as_u16() != 101 => continue,
-            Some(_) => return Ok(()),
+            Some(_) => return Ok(up),
             None => return Error::e_explain(ErrorType::InvalidHTTPHeader, "no response header"),
         }
     }

@@ -46,7 +46,7 @@ impl Attempts<'_> {
         ) {
             return self.fail(ctx, &t, ErrorClass::Network, describe(&e), None, None);
         }
-        let body_done = prefix.is_none() && up.is_body_done();
+        let body_done = prefix.is_none() && (self.head_request || up.is_body_done());
         // An HTTP/1.1 body of unknown length must be chunked, or the client
         // could only find its end by the connection closing (and a cut
         // stream would look complete).

@@ -86,13 +86,29 @@ impl BackgroundService for Prober {
             }
             // Forget providers a reload removed.
             due.retain(|name, _| rt.providers.iter().any(|p| p.name() == name));
+            // Wake for the next probe due, not on a fixed tick: an idle
+            // sidecar should not wake ten times a second for nothing. A
+            // reload that adds a health check is seen within a second.
+            let next = due.values().min().copied();
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = tokio::time::sleep(next_wake(now, next)) => {}
                 _ = shutdown.changed() => return,
             }
         }
     }
 }
+
+/// How long the prober sleeps: until the next probe is due, at least a few
+/// ms (no spinning on a probe due now) and at most a second (to notice a
+/// reload that adds or shortens a health check).
+fn next_wake(now: Instant, next_due: Option<Instant>) -> Duration {
+    next_due
+        .map_or(MAX_WAKE, |t| t.saturating_duration_since(now))
+        .clamp(MIN_WAKE, MAX_WAKE)
+}
+
+const MIN_WAKE: Duration = Duration::from_millis(5);
+const MAX_WAKE: Duration = Duration::from_secs(1);
 
 /// One probe: the upstream's status, or why there was none.
 pub async fn probe_once(app: &App, p: &Provider, hc: &ProbeSettings) -> Result<u16, String> {
@@ -157,5 +173,18 @@ mod tests {
         assert!(!probe_ok(401));
         assert!(!probe_ok(500));
         assert!(!probe_ok(503));
+    }
+
+    #[test]
+    fn prober_sleeps_until_the_next_probe_within_bounds() {
+        let now = Instant::now();
+        assert_eq!(next_wake(now, None), MAX_WAKE);
+        let soon = now + Duration::from_millis(250);
+        assert_eq!(next_wake(now, Some(soon)), Duration::from_millis(250));
+        assert_eq!(next_wake(now, Some(now)), MIN_WAKE);
+        assert_eq!(
+            next_wake(now, Some(now + Duration::from_secs(30))),
+            MAX_WAKE
+        );
     }
 }

@@ -249,3 +249,59 @@ async fn full_stream_passes_through_and_usage_is_logged() {
     assert_eq!(ev["tokens"]["input"], 21);
     assert_eq!(ev["tokens"]["output"], 9);
 }
+
+/// Once a response is committed no attempt will replay the request body, so
+/// an open stream must not keep its prompt in memory: 16 streams whose
+/// prompts total 64 MiB grow the proxy's RSS by far less than 64 MiB.
+#[tokio::test]
+async fn open_streams_do_not_pin_their_request_bodies() {
+    let m = mock(
+        MockApi::Anthropic,
+        "p1",
+        Behavior {
+            stall_mid_stream_after: Some(1),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let px = Proxy::builder(
+        "body-release",
+        &format!(
+            "providers:\n{}routes:\n  - {{ name: r, paths: [\"/v1/messages\"], providers: [p1] }}\n",
+            provider("p1", "anthropic", m.addr(), "")
+        ),
+    )
+    .start()
+    .await;
+    let rss = || async {
+        common::http::send(px.admin, Request::get("/health"))
+            .await
+            .json()["memory_rss_bytes"]
+            .as_u64()
+            .expect("memory_rss_bytes")
+    };
+    let body = serde_json::json!({
+        "model": "m",
+        "max_tokens": 64,
+        "stream": true,
+        "messages": [{"role": "user", "content": "x".repeat(4 << 20)}],
+    })
+    .to_string()
+    .into_bytes();
+    let req = Request::post("/v1/messages", body);
+    // One stream first, so the allocator's arenas exist before the baseline.
+    drop(common::http::open_stream(px.proxy, &req).await);
+    let before = rss().await;
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        open.push(common::http::open_stream(px.proxy, &req).await);
+    }
+    let grown = rss().await.saturating_sub(before);
+    assert!(
+        grown < 32 << 20,
+        "16 open streams with 4 MiB prompts grew RSS by {} MiB",
+        grown >> 20
+    );
+    assert_eq!(m.requests(), 17);
+    drop(open);
+}

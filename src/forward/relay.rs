@@ -35,6 +35,9 @@ impl Attempts<'_> {
         deadline: Instant,
     ) -> AttemptEnd {
         let p = t.p.clone();
+        // Committed: no attempt will need the request body again. A long
+        // stream must not pin a large prompt for its whole life.
+        self.body = Bytes::new();
         let sse = is_sse(&head);
         let mut resp = headers::client_response(head);
         if let Err(e) = headers::stamp(

@@ -107,9 +107,20 @@ async fn queued_client_that_disconnects_leaves_the_queue_at_once() {
     let ev = px
         .wait_event("request", |v| v["request_id"] == "queued-and-gone")
         .await;
-    assert_eq!(ev["outcome"], "client_closed", "{ev}");
+    // SPEC §3.3: leaving the queue is a limiter give-up, class concurrency.
+    assert_eq!(ev["outcome"], "rejected", "{ev}");
+    assert_eq!(ev["class"], "concurrency", "{ev}");
     // Far below the 15 s queue timeout: it left when the client did.
     assert!(ev["duration_ms"].as_u64().unwrap() < 10_000, "{ev}");
+    let metrics = common::http::send(px.admin, Request::get("/metrics"))
+        .await
+        .text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "steadfast_limiter_rejections_total{scope=\"global\"} 1"),
+        "{metrics}"
+    );
     // Free the slot: the departed request must not be sent upstream.
     m1.set_behavior(Behavior::default());
     drop(held);

@@ -2,7 +2,7 @@
 //! time, holding a failed attempt's response back until it is known to be
 //! the last one.
 
-use super::intake::{acquire, client_gone, Slot};
+use super::intake::{acquire, client_gone, left_while_queued, Slot};
 use super::reply::{respond_local, write_whole};
 use super::{Ctx, Handled};
 use crate::app::{App, Route, Runtime};
@@ -151,10 +151,7 @@ impl<'a> Attempts<'a> {
                         .saturating_sub(ctx.rec.started.elapsed());
                     match acquire(s, &limiter, wait).await {
                         Ok(p) => (ci, true, Some(p)),
-                        Err(Slot::ClientGone(e)) => {
-                            ctx.rec.class = Some(ErrorClass::Client);
-                            return Handled::Abort(e);
-                        }
+                        Err(Slot::ClientGone(e)) => return left_while_queued(ctx, "provider", e),
                         Err(Slot::Rejected) => {
                             ctx.rec.rejected_scope = Some("provider");
                             telemetry::limiter_rejected(&ctx.rec, "provider");

@@ -1,8 +1,11 @@
 //! Taking a request in: reading its body within the limit, waiting for a
 //! limiter slot, checking the client token, noticing a client that leaves.
 
+use super::{Ctx, Handled};
 use crate::headers;
 use crate::limits::Limiter;
+use crate::outcome::ErrorClass;
+use crate::telemetry;
 use bytes::{Bytes, BytesMut};
 use pingora_error::Error;
 use pingora_proxy::Session;
@@ -76,6 +79,16 @@ pub(super) async fn read_body(
 pub(super) enum Slot {
     Rejected,
     ClientGone(Box<Error>),
+}
+
+/// A client that leaves while queued for a limiter slot is a limiter
+/// give-up (SPEC §3.3: class `concurrency`), not a client-cancelled request:
+/// it never got as far as a provider. Nobody is left to send the 503 to.
+pub(super) fn left_while_queued(ctx: &mut Ctx, scope: &'static str, e: Box<Error>) -> Handled {
+    ctx.rec.class = Some(ErrorClass::Concurrency);
+    ctx.rec.rejected_scope = Some(scope);
+    telemetry::limiter_rejected(&ctx.rec, scope);
+    Handled::Abort(e)
 }
 
 /// Take a limiter slot, giving up when the queue timeout passes or the

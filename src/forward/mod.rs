@@ -25,7 +25,7 @@ use crate::outcome::ErrorClass;
 use crate::record::RequestRecord;
 use crate::telemetry;
 use attempts::Attempts;
-use intake::{acquire, authorized, read_body, BodyError, Slot};
+use intake::{acquire, authorized, left_while_queued, read_body, BodyError, Slot};
 use pingora_error::Error;
 use pingora_proxy::Session;
 use std::time::Instant;
@@ -136,10 +136,7 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
 
     match acquire(s, &rt.limiter, rt.config.limits.queue_timeout).await {
         Ok(p) => ctx._permit = Some(p),
-        Err(Slot::ClientGone(e)) => {
-            ctx.rec.class = Some(ErrorClass::Client);
-            return Handled::Abort(e);
-        }
+        Err(Slot::ClientGone(e)) => return left_while_queued(ctx, "global", e),
         Err(Slot::Rejected) => {
             ctx.rec.rejected_scope = Some("global");
             telemetry::limiter_rejected(&ctx.rec, "global");

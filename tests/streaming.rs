@@ -305,3 +305,89 @@ async fn open_streams_do_not_pin_their_request_bodies() {
     assert_eq!(m.requests(), 17);
     drop(open);
 }
+
+/// A client that pipelines its next request while a stream is still
+/// running (RFC 9112 §9.3.2) gets both answers, in order, on the same
+/// connection: the second request must not be lost.
+#[tokio::test]
+async fn pipelined_request_during_a_stream_is_answered_after_it() {
+    let m = mock(
+        MockApi::Anthropic,
+        "p1",
+        Behavior {
+            events: 4,
+            event_delay_ms: 50,
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let px = Proxy::builder(
+        "pipelined",
+        &format!(
+            "providers:\n{}routes:\n  - {{ name: r, paths: [\"/v1/messages\"], providers: [p1] }}\n",
+            provider("p1", "anthropic", m.addr(), "")
+        ),
+    )
+    .start()
+    .await;
+    let mut c = Conn::connect(px.proxy).await;
+    let stream =
+        Request::post("/v1/messages", anthropic_body("m", true)).header("x-request-id", "first");
+    let plain =
+        Request::post("/v1/messages", anthropic_body("m", false)).header("x-request-id", "second");
+    c.write_request(&stream).await;
+    let (status, _) = c.read_head().await.expect("first response head");
+    assert_eq!(status, 200);
+    // The stream is running; the next request arrives in the middle of it.
+    c.write_request(&plain).await;
+    let done = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut sse = String::new();
+        while let Some(chunk) = c.next_chunk().await {
+            if chunk.is_empty() {
+                break;
+            }
+            sse.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let second = c.read_response(false).await;
+        (sse, second)
+    })
+    .await
+    .expect("both answers within 20 s");
+    let (sse, second) = done;
+    assert!(sse.contains("message_stop"), "first stream complete: {sse}");
+    assert_eq!(second.status, 200, "second answer: {}", second.text());
+    assert_eq!(second.header("x-request-id"), Some("second"));
+    assert!(second.text().contains("Hello from p1"), "{}", second.text());
+    assert_eq!(m.requests(), 2);
+}
+
+/// Two requests written back to back in one packet are both answered, in
+/// order, on the one connection.
+#[tokio::test]
+async fn back_to_back_pipelined_requests_are_answered_in_order() {
+    let m = anthropic("p1").await;
+    let px = Proxy::builder(
+        "pipelined-burst",
+        &format!(
+            "providers:\n{}routes:\n  - {{ name: r, paths: [\"/v1/messages\"], providers: [p1] }}\n",
+            provider("p1", "anthropic", m.addr(), "")
+        ),
+    )
+    .start()
+    .await;
+    let mut c = Conn::connect(px.proxy).await;
+    let req = |id: &'static str| {
+        Request::post("/v1/messages", anthropic_body("m", false)).header("x-request-id", id)
+    };
+    // Both requests in one write: the proxy reads the second while parsing
+    // the first.
+    c.write_requests(&[req("one"), req("two")]).await;
+    for id in ["one", "two"] {
+        let r = tokio::time::timeout(Duration::from_secs(10), c.read_response(false))
+            .await
+            .expect("answered");
+        assert_eq!(r.status, 200, "{id}: {}", r.text());
+        assert_eq!(r.header("x-request-id"), Some(id));
+    }
+    assert_eq!(m.requests(), 2);
+}

@@ -84,6 +84,11 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     {
         panic!("panic requested by x-steadfast-test-panic");
     }
+    // A client may send its next request while this response is still
+    // streaming (RFC 9112 §9.3.2). Without this, Pingora reports those bytes
+    // as an error while we watch for the client leaving, which would cut the
+    // stream and lose both requests; with it they wait for their turn.
+    s.as_downstream_mut().set_pipelining_enabled(true);
     if app.is_draining() {
         // Tell keep-alive clients to reconnect (to the new process, after an
         // upgrade) instead of reusing a connection that is about to close.

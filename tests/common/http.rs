@@ -151,6 +151,13 @@ impl Conn {
         self.stream.write_all(&bytes).await.expect("write request");
     }
 
+    /// Several requests in one write (pipelining).
+    pub async fn write_requests(&mut self, reqs: &[Request<'_>]) {
+        let host = self.addr.to_string();
+        let bytes: Vec<u8> = reqs.iter().flat_map(|r| r.encode(&host)).collect();
+        self.stream.write_all(&bytes).await.expect("write requests");
+    }
+
     pub async fn round_trip(&mut self, req: &Request<'_>) -> Response {
         let sent_at = Instant::now();
         self.write_request(req).await;

@@ -449,15 +449,9 @@ async fn health(px: &Proxy) -> (u16, serde_json::Value) {
 #[tokio::test]
 async fn head_and_get_pass_through_on_one_client_connection() {
     let m = anthropic("p1").await;
-    let px = Proxy::builder(
-        "head-get",
-        &format!(
-            "providers:\n{}routes:\n  - {{ name: models, paths: [\"/v1/models\"], providers: [p1] }}\n",
-            provider("p1", "anthropic", m.addr(), "")
-        ),
-    )
-    .start()
-    .await;
+    let px = Proxy::builder("head-get", &one_route("/v1/models", "anthropic", m.addr()))
+        .start()
+        .await;
     let mut c = common::http::Conn::connect(px.proxy).await;
     for round in 0..2 {
         let head = tokio::time::timeout(

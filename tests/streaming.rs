@@ -266,10 +266,7 @@ async fn open_streams_do_not_pin_their_request_bodies() {
     .await;
     let px = Proxy::builder(
         "body-release",
-        &format!(
-            "providers:\n{}routes:\n  - {{ name: r, paths: [\"/v1/messages\"], providers: [p1] }}\n",
-            provider("p1", "anthropic", m.addr(), "")
-        ),
+        &one_route("/v1/messages", "anthropic", m.addr()),
     )
     .start()
     .await;
@@ -323,10 +320,7 @@ async fn pipelined_request_during_a_stream_is_answered_after_it() {
     .await;
     let px = Proxy::builder(
         "pipelined",
-        &format!(
-            "providers:\n{}routes:\n  - {{ name: r, paths: [\"/v1/messages\"], providers: [p1] }}\n",
-            provider("p1", "anthropic", m.addr(), "")
-        ),
+        &one_route("/v1/messages", "anthropic", m.addr()),
     )
     .start()
     .await;
@@ -368,10 +362,7 @@ async fn back_to_back_pipelined_requests_are_answered_in_order() {
     let m = anthropic("p1").await;
     let px = Proxy::builder(
         "pipelined-burst",
-        &format!(
-            "providers:\n{}routes:\n  - {{ name: r, paths: [\"/v1/messages\"], providers: [p1] }}\n",
-            provider("p1", "anthropic", m.addr(), "")
-        ),
+        &one_route("/v1/messages", "anthropic", m.addr()),
     )
     .start()
     .await;

@@ -529,11 +529,7 @@ impl<'a> Attempts<'a> {
 
     /// Return a finished upstream connection to the pool when it can carry
     /// another request.
-    pub(super) async fn release(
-        &self,
-        mut up: UpstreamSession,
-        peer: &pingora_core::upstreams::peer::HttpPeer,
-    ) {
+    pub(super) async fn release(&self, mut up: UpstreamSession, peer: &HttpPeer) {
         if self.head_request {
             return;
         }

@@ -392,6 +392,14 @@ fn assert_no_secret_logged(p: &Proxy) {
     }
 }
 
+/// A config with one provider `p1` and one route `r` on `path` to it.
+pub fn one_route(path: &str, api: &str, addr: SocketAddr) -> String {
+    format!(
+        "providers:\n{}routes:\n  - {{ name: r, paths: [\"{path}\"], providers: [p1] }}\n",
+        provider("p1", api, addr, "")
+    )
+}
+
 /// YAML for one provider entry.
 pub fn provider(name: &str, api: &str, addr: SocketAddr, extra: &str) -> String {
     format!("  - name: {name}\n    api: {api}\n    base_url: \"http://{addr}\"\n{extra}")

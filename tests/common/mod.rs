@@ -18,12 +18,31 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_steadfast")
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, for a proxy to bind later
+/// (or for nothing to listen on).
+///
+/// Taken from below the kernel's ephemeral range, one port per call: a mock
+/// bound to port 0 and every outgoing connection get ephemeral ports, so
+/// they can never land on a port some test picked here and has not bound
+/// yet (which sent one test's readiness polls to another test's mock).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000; // below 32768, Linux's default ephemeral start
+    static NEXT: AtomicUsize = AtomicUsize::new(usize::MAX);
+    // Test binaries may run side by side: start each at its own offset.
+    let _ = NEXT.compare_exchange(
+        usize::MAX,
+        std::process::id() as usize * 97,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = FIRST + (NEXT.fetch_add(1, Ordering::SeqCst) % SPAN as usize) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
 }
 
 pub fn free_addr() -> SocketAddr {

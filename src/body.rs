@@ -1,4 +1,5 @@
-//! Request-body surgery: the per-provider `model` rewrite.
+//! Request bodies: the few top-level fields steadfast reads (`model`,
+//! `stream`) and the per-provider `model` rewrite.
 //!
 //! Only the top-level `model` value is replaced; every other value is copied
 //! byte for byte from the client's JSON (RawValue), so a 1 MiB prompt is not
@@ -9,6 +10,52 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::fmt;
+
+/// What the request body says about the request. Parsed once per request,
+/// borrowing and skipping every other member, so a 1 MiB prompt costs a
+/// scan, not a JSON tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestMeta {
+    pub model: Option<String>,
+    /// `"stream": true`: the answer comes as SSE, so its header comes fast.
+    pub stream: bool,
+}
+
+impl RequestMeta {
+    /// Longer model names are not plausible: not recorded.
+    const MAX_MODEL: usize = 256;
+
+    pub fn parse(body: &[u8]) -> RequestMeta {
+        // Raw values: a member of an unexpected type spoils only itself.
+        #[derive(serde::Deserialize)]
+        struct Top<'a> {
+            #[serde(borrow, default)]
+            model: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            stream: Option<&'a RawValue>,
+        }
+        if body.is_empty() {
+            return RequestMeta::default();
+        }
+        match serde_json::from_slice::<Top>(body) {
+            Ok(t) => RequestMeta {
+                model: t
+                    .model
+                    .and_then(|v| serde_json::from_str::<std::borrow::Cow<str>>(v.get()).ok())
+                    .filter(|m| !m.is_empty() && m.len() <= Self::MAX_MODEL)
+                    .map(|m| m.into_owned()),
+                stream: t.stream.is_some_and(|v| v.get() == "true"),
+            },
+            Err(_) => RequestMeta::default(),
+        }
+    }
+
+    /// The model this provider is asked for, after its `models` rewrite.
+    pub fn model_for<'a>(&'a self, models: &'a BTreeMap<String, String>) -> Option<&'a str> {
+        let m = self.model.as_deref()?;
+        Some(models.get(m).map_or(m, String::as_str))
+    }
+}
 
 /// The top-level members of a JSON object, in order, values unparsed.
 struct RawObject<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
@@ -82,6 +129,29 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn request_meta_reads_model_and_stream_only() {
+        let m = RequestMeta::parse(
+            br#"{"messages":[{"role":"user","content":"{\"stream\":false}"}],"model":"claude-x","stream":true,"metadata":{"model":"no"}}"#,
+        );
+        assert_eq!(m.model.as_deref(), Some("claude-x"));
+        assert!(m.stream);
+        assert_eq!(
+            m.model_for(&map(&[("claude-x", "claude-x-2025")])),
+            Some("claude-x-2025")
+        );
+        assert_eq!(m.model_for(&BTreeMap::new()), Some("claude-x"));
+        assert_eq!(RequestMeta::parse(b"not json"), RequestMeta::default());
+        assert_eq!(RequestMeta::parse(b""), RequestMeta::default());
+        let odd = RequestMeta::parse(br#"{"model":"m","stream":"yes"}"#);
+        assert!(!odd.stream);
+        assert_eq!(odd.model.as_deref(), Some("m"));
+        assert_eq!(
+            RequestMeta::parse(br#"{"model":7,"stream":true}"#).model,
+            None
+        );
     }
 
     #[test]

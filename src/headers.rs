@@ -12,6 +12,8 @@ pub const X_REQUEST_ID: &str = "x-request-id";
 pub const X_PROVIDER: &str = "x-steadfast-provider";
 pub const X_ATTEMPTS: &str = "x-steadfast-attempts";
 pub const X_ERROR_CLASS: &str = "x-steadfast-error-class";
+/// The provider's own request id, kept for its support (SPEC §9).
+pub const X_UPSTREAM_REQUEST_ID: &str = "x-steadfast-upstream-request-id";
 
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1),
 /// plus the framing headers we always recompute.
@@ -150,6 +152,42 @@ pub fn client_response(mut resp: ResponseHeader) -> ResponseHeader {
         resp.remove_header(&name);
     }
     resp
+}
+
+/// The provider's id for a request, from its response: Anthropic's
+/// `request-id`, else the OpenAI-style `x-request-id`. Upstream bytes are
+/// hostile: only a short run of visible ASCII is taken.
+pub fn upstream_request_id(h: &http::HeaderMap) -> Option<String> {
+    ["request-id", X_REQUEST_ID]
+        .iter()
+        .filter_map(|n| h.get(*n))
+        .map(http::HeaderValue::as_bytes)
+        .find(|v| !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_string)
+}
+
+/// A provider's response header made into the client's: hop-by-hop
+/// headers removed, the provider's request id kept as
+/// `x-steadfast-upstream-request-id` (our `x-request-id` replaces its own),
+/// and the `x-steadfast-*` headers stamped.
+pub fn for_client(
+    head: ResponseHeader,
+    request_id: &str,
+    provider: &str,
+    attempts: u32,
+    error_class: Option<&str>,
+) -> Result<ResponseHeader> {
+    let upstream_id = upstream_request_id(&head.headers);
+    let mut resp = client_response(head);
+    match upstream_id {
+        Some(id) => resp.insert_header(X_UPSTREAM_REQUEST_ID, id)?,
+        None => {
+            resp.remove_header(X_UPSTREAM_REQUEST_ID);
+        }
+    }
+    stamp(&mut resp, request_id, provider, attempts, error_class)?;
+    Ok(resp)
 }
 
 /// Stamp the `x-steadfast-*` headers (SPEC §4) on a response to the client.
@@ -346,6 +384,32 @@ mod tests {
         assert_eq!(r.headers[X_PROVIDER], "p1");
         assert_eq!(r.headers[X_ATTEMPTS], "2");
         assert_eq!(r.headers[X_ERROR_CLASS], "rate_limit");
+    }
+
+    #[test]
+    fn provider_request_id_is_kept_apart_from_ours() {
+        let mut up = ResponseHeader::build(200, None).unwrap();
+        up.insert_header("x-request-id", "req_openai_1").unwrap();
+        let r = for_client(up, "ours", "p1", 1, None).unwrap();
+        assert_eq!(r.headers[X_REQUEST_ID], "ours");
+        assert_eq!(r.headers[X_UPSTREAM_REQUEST_ID], "req_openai_1");
+
+        let mut up = ResponseHeader::build(529, None).unwrap();
+        up.insert_header("request-id", "req_011CS").unwrap();
+        up.insert_header("x-request-id", "other").unwrap();
+        let r = for_client(up, "ours", "p1", 2, Some("server")).unwrap();
+        assert_eq!(r.headers[X_UPSTREAM_REQUEST_ID], "req_011CS");
+        assert_eq!(r.headers["request-id"], "req_011CS");
+
+        // A provider cannot plant one of its own choosing, nor junk.
+        let mut up = ResponseHeader::build(200, None).unwrap();
+        up.insert_header(X_UPSTREAM_REQUEST_ID, "forged").unwrap();
+        up.insert_header("request-id", "has space").unwrap();
+        let r = for_client(up, "ours", "p1", 1, None).unwrap();
+        assert!(r.headers.get(X_UPSTREAM_REQUEST_ID).is_none());
+        let mut h = http::HeaderMap::new();
+        h.insert("request-id", "x".repeat(129).parse().unwrap());
+        assert_eq!(upstream_request_id(&h), None);
     }
 
     #[test]

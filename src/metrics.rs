@@ -642,6 +642,7 @@ mod tests {
                 result: *res,
                 status: None,
                 ttfb: None,
+                upstream_request_id: None,
             })
             .collect();
         r.provider = attempts.last().map(|a| a.0.to_string());

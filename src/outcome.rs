@@ -141,6 +141,39 @@ pub fn classify_transport(etype: &ErrorType) -> ErrorClass {
     }
 }
 
+/// Whether a transport failure is worth one more try on the same provider
+/// within a request: the connection was cut (reset, closed, a read or write
+/// error), which often clears at once. Not when nobody listens, the route
+/// to the host is gone, or TLS failed: asking again at once gets the same
+/// answer and only adds latency.
+pub fn transport_worth_retrying(etype: &ErrorType) -> bool {
+    use ErrorType::*;
+    matches!(etype, ReadError | WriteError | ConnectionClosed)
+}
+
+/// Whether an error on a *reused* pooled connection means only that the
+/// upstream had closed it while idle, so the request never reached it and
+/// may go again on a fresh connection without blaming the provider.
+/// Pingora marks such read errors `RetryType::ReusedOnly`; a write that
+/// fails with a reset or broken pipe means the same. A TLS or parse error
+/// says something about the provider and is not retried this way.
+pub fn dead_pooled_connection(e: &pingora_error::Error) -> bool {
+    use std::io::ErrorKind::*;
+    if matches!(e.retry, pingora_error::RetryType::ReusedOnly) {
+        return true;
+    }
+    e.etype() == &ErrorType::WriteError
+        && e.cause
+            .as_ref()
+            .and_then(|c| c.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected
+                )
+            })
+}
+
 /// What one attempt ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptResult {
@@ -250,6 +283,39 @@ mod tests {
             classify_transport(&ErrorType::TLSHandshakeFailure),
             ErrorClass::Network
         );
+    }
+
+    #[test]
+    fn only_cut_connections_earn_a_second_try_on_the_same_provider() {
+        assert!(transport_worth_retrying(&ErrorType::ConnectionClosed));
+        assert!(transport_worth_retrying(&ErrorType::ReadError));
+        assert!(!transport_worth_retrying(&ErrorType::ConnectRefused));
+        assert!(!transport_worth_retrying(&ErrorType::TLSHandshakeFailure));
+        assert!(!transport_worth_retrying(&ErrorType::InvalidHTTPHeader));
+    }
+
+    #[test]
+    fn only_dead_pooled_connections_are_retried_fresh() {
+        use pingora_error::{Error, RetryType};
+        let mut closed = Error::explain(ErrorType::ConnectionClosed, "x");
+        closed.retry = RetryType::ReusedOnly;
+        assert!(dead_pooled_connection(&closed));
+        let pipe = Error::because(
+            ErrorType::WriteError,
+            "sending",
+            std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+        );
+        assert!(dead_pooled_connection(&pipe));
+        let parse = Error::explain(ErrorType::InvalidHTTPHeader, "garbage");
+        assert!(!dead_pooled_connection(&parse));
+        let tls = Error::explain(ErrorType::TLSHandshakeFailure, "bad cert");
+        assert!(!dead_pooled_connection(&tls));
+        let other_write = Error::because(
+            ErrorType::WriteError,
+            "sending",
+            std::io::Error::from(std::io::ErrorKind::InvalidData),
+        );
+        assert!(!dead_pooled_connection(&other_write));
     }
 
     #[test]

@@ -84,7 +84,9 @@ impl ProxyHttp for SteadfastProxy {
         // Every error the request path returns means the client connection
         // is unusable (client gone, or a response deliberately cut): write
         // nothing more and close it.
-        if ctx.rec.class.is_none() {
+        // A client that left after the whole answer went out (Codex CLI
+        // stops reading at response.completed) is not a failure.
+        if ctx.rec.class.is_none() && !ctx.finished {
             ctx.rec.class = Some(ErrorClass::Client);
         }
         FailToProxy {

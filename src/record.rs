@@ -12,6 +12,9 @@ pub struct AttemptRecord {
     pub status: Option<u16>,
     /// From sending the request to the upstream's response header.
     pub ttfb: Option<Duration>,
+    /// The provider's own id for the request (`request-id`, `x-request-id`),
+    /// which its support asks for.
+    pub upstream_request_id: Option<String>,
 }
 
 /// Token usage reported by the provider.

@@ -175,6 +175,7 @@ fn access_log(rec: &RequestRecord, settings: &LogSettings) {
                 "result": a.result.label(),
                 "status": a.status,
                 "ttfb_ms": a.ttfb.map(ms),
+                "upstream_request_id": a.upstream_request_id,
             })
         })
         .collect();

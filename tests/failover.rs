@@ -190,8 +190,9 @@ async fn all_network_failures_give_502_in_dialect() {
         "{m}"
     );
     assert_eq!(r.header("x-steadfast-error-class"), Some("network"));
-    // Quick network failures are retried up to retry.max_attempts (3).
-    assert_eq!(r.header("x-steadfast-attempts"), Some("3"));
+    // A refused connection is not asked again: nobody listens there, and
+    // a second try only adds latency. One attempt per provider.
+    assert_eq!(r.header("x-steadfast-attempts"), Some("2"));
     assert!(r.header("x-request-id").is_some());
 }
 
@@ -477,4 +478,107 @@ async fn head_and_get_pass_through_on_one_client_connection() {
     }
     let methods: Vec<String> = m.recorded().into_iter().map(|r| r.method).collect();
     assert_eq!(methods, ["HEAD", "GET", "HEAD", "GET"]);
+}
+
+#[tokio::test]
+async fn the_providers_request_id_is_returned_and_logged() {
+    let m1 = mock(
+        MockApi::Anthropic,
+        "p1",
+        Behavior {
+            status: 529,
+            extra_headers: vec![("request-id".into(), "req_011_failed".into())],
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let m2 = mock(
+        MockApi::Anthropic,
+        "p2",
+        Behavior {
+            extra_headers: vec![("request-id".into(), "req_011_served".into())],
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let px = Proxy::builder("upstream-id", &two_anthropic(m1.addr(), m2.addr()))
+        .start()
+        .await;
+    let r = px
+        .send(msg().header("x-request-id", "client-chosen-id"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-request-id"), Some("client-chosen-id"));
+    assert_eq!(
+        r.header("x-steadfast-upstream-request-id"),
+        Some("req_011_served")
+    );
+    assert_eq!(r.header("request-id"), Some("req_011_served"));
+    let log = px.wait_event("request", |_| true).await;
+    let chain = log["attempt_chain"].as_array().unwrap();
+    assert_eq!(chain[0]["upstream_request_id"], "req_011_failed", "{log}");
+    assert_eq!(chain[1]["upstream_request_id"], "req_011_served", "{log}");
+}
+
+#[tokio::test]
+async fn the_access_log_names_the_model_of_a_stream_without_usage() {
+    // An OpenAI stream without stream_options.include_usage carries no
+    // usage event; the model comes from the request (after the rewrite).
+    let m1 = mock(MockApi::OpenAi, "p1", Behavior::default()).await;
+    let body = format!(
+        "providers:\n{}routes:\n  - {{ name: r, paths: [\"/v1/chat/completions\"], providers: [p1] }}\n",
+        provider(
+            "p1",
+            "openai",
+            m1.addr(),
+            "    models: { \"gpt-alias\": \"gpt-real\" }\n"
+        )
+    );
+    let px = Proxy::builder("model-log", &body).start().await;
+    let req = serde_json::json!({
+        "model": "gpt-alias",
+        "stream": true,
+        "messages": [{"role": "user", "content": "hi"}],
+    });
+    let r = px
+        .send(Request::post("/v1/chat/completions", req.to_string()))
+        .await;
+    assert_eq!(r.status, 200);
+    let log = px.wait_event("request", |_| true).await;
+    assert!(log.get("tokens").is_none(), "{log}");
+    // The mock echoes the model it was asked for in every chunk, but no
+    // chunk carries usage: the model is the one sent upstream.
+    assert_eq!(log["model"], "gpt-real", "{log}");
+
+    // A request the provider rejects as a whole also names its model.
+    m1.set_behavior(status(400));
+    let r = px
+        .send(Request::post("/v1/chat/completions", req.to_string()))
+        .await;
+    assert_eq!(r.status, 400);
+    let log = px.wait_event("request", |v| v["status"] == 400).await;
+    assert_eq!(log["model"], "gpt-real", "{log}");
+}
+
+#[tokio::test]
+async fn a_refused_provider_is_not_retried_before_a_transient_one() {
+    // p1 refuses (nobody listens), p2 answers 503 (often clears at once):
+    // the third attempt goes to p2 again, not back to p1.
+    let dead = free_addr();
+    let m2 = mock(MockApi::Anthropic, "p2", status(503)).await;
+    let px = Proxy::builder("refused-order", &two_anthropic(dead, m2.addr()))
+        .start()
+        .await;
+    let r = px.send(msg()).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("x-steadfast-attempts"), Some("3"));
+    let log = px.wait_event("request", |_| true).await;
+    let chain: Vec<&str> = log["attempt_chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["provider"].as_str().unwrap())
+        .collect();
+    assert_eq!(chain, ["p1", "p2", "p2"], "{log}");
+    assert_eq!(m2.requests(), 2);
 }

@@ -465,10 +465,11 @@ async fn metrics_count_the_scripted_sequence_exactly() {
     // Tokens from a JSON body (p1 step 1, p2) and from an SSE stream (p1).
     let tok =
         |p: &str, kind: &str| m.sum("steadfast_tokens_total", &[("provider", p), ("kind", kind)]);
-    // The broken stream counts what its message_start reported (the mock
-    // sends output_tokens: 1 there, as Anthropic does).
+    // The broken stream and the held stream whose client left count what
+    // their message_start reported (the mock sends output_tokens: 1 there,
+    // as Anthropic does): usage already seen is always kept.
     assert_eq!(tok("p1", "input"), 11.0 + 0.0 + 19.0, "{}", m.text);
-    assert_eq!(tok("p1", "output"), 7.0 + 1.0 + 23.0, "{}", m.text);
+    assert_eq!(tok("p1", "output"), 7.0 + 1.0 + 1.0 + 23.0, "{}", m.text);
     assert_eq!(tok("p2", "input"), 5.0);
     assert_eq!(tok("p2", "output"), 2.0);
     let models: BTreeSet<&str> = m
@@ -527,7 +528,7 @@ async fn stats_agree_with_the_scripted_sequence() {
     assert_eq!(st["limiter_rejections"]["global"], 1);
     assert_eq!(st["stream_interruptions"], 1);
     assert_eq!(st["tokens"]["input"], 11 + 5 + 19);
-    assert_eq!(st["tokens"]["output"], 7 + 2 + 1 + 23);
+    assert_eq!(st["tokens"]["output"], 7 + 2 + 1 + 1 + 23);
     assert_eq!(st["inflight"]["current"], 0);
     assert_eq!(
         st["inflight"]["peak"], 1,

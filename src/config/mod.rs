@@ -193,7 +193,10 @@ pub struct ActiveSettings {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TimeoutSettings {
     pub connect: Duration,
+    /// Non-streaming requests: request sent to response header.
     pub response_header: Duration,
+    /// Streaming requests: request sent to response header.
+    pub response_header_stream: Duration,
     pub stream_idle: Duration,
     pub total: Duration,
 }

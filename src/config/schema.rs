@@ -82,6 +82,7 @@ impl Default for Limits {
 pub struct Timeouts {
     pub connect_ms: u64,
     pub response_header_ms: u64,
+    pub response_header_stream_ms: u64,
     pub stream_idle_ms: u64,
     pub total_ms: u64,
 }
@@ -90,7 +91,10 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             connect_ms: 5000,
-            response_header_ms: 120_000,
+            // A non-streaming answer arrives whole: a model that thinks for
+            // minutes sends nothing until it is done.
+            response_header_ms: 600_000,
+            response_header_stream_ms: 120_000,
             stream_idle_ms: 300_000,
             total_ms: 900_000,
         }
@@ -103,6 +107,7 @@ impl Default for Timeouts {
 pub struct TimeoutOverrides {
     pub connect_ms: Option<u64>,
     pub response_header_ms: Option<u64>,
+    pub response_header_stream_ms: Option<u64>,
     pub stream_idle_ms: Option<u64>,
     pub total_ms: Option<u64>,
 }

@@ -317,6 +317,7 @@ fn check_timeouts(errs: &mut Errors, path: &str, t: &Timeouts) {
     for (k, v) in [
         ("connect_ms", t.connect_ms),
         ("response_header_ms", t.response_header_ms),
+        ("response_header_stream_ms", t.response_header_stream_ms),
         ("stream_idle_ms", t.stream_idle_ms),
         ("total_ms", t.total_ms),
     ] {
@@ -330,6 +331,7 @@ fn check_overrides(errs: &mut Errors, path: &str, t: &TimeoutOverrides) {
     for (k, v) in [
         ("connect_ms", t.connect_ms),
         ("response_header_ms", t.response_header_ms),
+        ("response_header_stream_ms", t.response_header_stream_ms),
         ("stream_idle_ms", t.stream_idle_ms),
         ("total_ms", t.total_ms),
     ] {
@@ -465,6 +467,9 @@ fn provider(
         timeouts: TimeoutSettings {
             connect: ms(o.connect_ms.unwrap_or(global.connect_ms)),
             response_header: ms(o.response_header_ms.unwrap_or(global.response_header_ms)),
+            response_header_stream: ms(o
+                .response_header_stream_ms
+                .unwrap_or(global.response_header_stream_ms)),
             stream_idle: ms(o.stream_idle_ms.unwrap_or(global.stream_idle_ms)),
             total: ms(o.total_ms.unwrap_or(global.total_ms)),
         },

@@ -1,11 +1,15 @@
-//! The failover loop: try a route's providers in order, one attempt at a
-//! time, holding a failed attempt's response back until it is known to be
-//! the last one.
+//! The failover loop: ask the [`Plan`] for the next provider, make one
+//! attempt at a time, and hold a failed attempt's response back until it is
+//! known to be the last one. The sequencing policy lives in [`super::plan`];
+//! this file is the I/O around it.
 
 use super::intake::{acquire, client_gone, left_while_queued, Slot};
+use super::plan::{Candidate, Failed, Plan, Step};
+use super::relay::Answer;
 use super::reply::{respond_local, write_whole};
 use super::{Ctx, Handled};
 use crate::app::{App, Route, Runtime};
+use crate::body::RequestMeta;
 use crate::dialect::LocalError;
 use crate::headers::{self, UpstreamTarget};
 use crate::limits::Limiter;
@@ -21,7 +25,6 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, OrErr, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -39,6 +42,13 @@ pub(super) struct HeldResponse {
     pub(super) class: ErrorClass,
 }
 
+/// One failed attempt, for the message of a 502/504 of our own.
+pub(super) struct Failure {
+    pub(super) provider: String,
+    pub(super) class: ErrorClass,
+    pub(super) detail: String,
+}
+
 pub(super) enum AttemptEnd {
     /// The client got its answer (success, or an error returned as is).
     Finished,
@@ -46,7 +56,7 @@ pub(super) enum AttemptEnd {
     Abort(Box<Error>),
     /// Nothing was sent to the client; try the next provider.
     Failed {
-        class: ErrorClass,
+        failed: Failed,
         detail: String,
         held: Option<Box<HeldResponse>>,
     },
@@ -58,9 +68,10 @@ pub(super) struct Attempts<'a> {
     pub(super) rt: &'a Runtime,
     pub(super) route: &'a Route,
     pub(super) body: Bytes,
+    pub(super) meta: RequestMeta,
     pub(super) drop_header: Option<&'static str>,
-    pub(super) made: u32,
-    pub(super) failures: Vec<(String, ErrorClass, String)>,
+    pub(super) plan: Plan,
+    pub(super) failures: Vec<Failure>,
     pub(super) held: Option<Box<HeldResponse>>,
     /// A response to HEAD has no body whatever its framing headers say; the
     /// upstream session cannot know (the request went out as raw bytes), so
@@ -74,26 +85,11 @@ impl<'a> Attempts<'a> {
         rt: &'a Runtime,
         route: &'a Route,
         body: Bytes,
+        meta: RequestMeta,
         drop_header: Option<&'static str>,
     ) -> Self {
-        Attempts {
-            app,
-            rt,
-            route,
-            body,
-            drop_header,
-            made: 0,
-            failures: Vec::new(),
-            held: None,
-            head_request: false,
-        }
-    }
-
-    pub(super) async fn run(mut self, s: &mut Session, ctx: &mut Ctx) -> Handled {
-        self.head_request = s.req_header().method == http::Method::HEAD;
         let now = Instant::now();
-        let infos: Vec<CandidateInfo> = self
-            .route
+        let infos: Vec<CandidateInfo> = route
             .providers
             .iter()
             .map(|p| CandidateInfo {
@@ -106,41 +102,49 @@ impl<'a> Attempts<'a> {
                 last_failure_at: p.health.last_failure_at(),
             })
             .collect();
-        // (index into route.providers, tried although unavailable)
-        let mut queue: VecDeque<(usize, bool)> = self
-            .route
-            .selector
-            .order(&infos)
-            .into_iter()
-            .map(|i| (i, !infos[i].available))
-            .collect();
-        let mut again: Vec<(usize, bool)> = Vec::new();
-        let mut skipped_full: Vec<usize> = Vec::new();
-        let mut pending_failover: Option<(String, ErrorClass)> = None;
-        let max = self.rt.config.retry.max_attempts;
+        let order = route.selector.order(&infos);
+        let plan = Plan::new(
+            order.into_iter().map(|i| (i, infos[i].available)),
+            rt.config.retry.max_attempts,
+            rt.config.retry.failover_on,
+        );
+        Attempts {
+            app,
+            rt,
+            route,
+            body,
+            meta,
+            drop_header,
+            plan,
+            failures: Vec::new(),
+            held: None,
+            head_request: false,
+        }
+    }
 
-        while self.made < max {
-            let (ci, forced, permit) = match queue.pop_front() {
-                Some((ci, forced)) => {
-                    let p = &self.route.providers[ci];
+    pub(super) async fn run(mut self, s: &mut Session, ctx: &mut Ctx) -> Handled {
+        self.head_request = s.req_header().method == http::Method::HEAD;
+        // Known before any provider answers, so every access log line of a
+        // routed request names its model (a commit refines it).
+        ctx.rec.model = self.meta.model.clone();
+        let mut pending_failover: Option<(String, ErrorClass)> = None;
+        loop {
+            let (c, permit) = match self.plan.next() {
+                Step::Try(c) => {
+                    let p = &self.route.providers[c.index];
                     match p.limiter.as_ref().map(Limiter::try_acquire) {
                         Some(None) => {
-                            skipped_full.push(ci);
+                            self.plan.at_cap(c.index);
                             continue;
                         }
-                        Some(Some(permit)) => (ci, forced, Some(permit)),
-                        None => (ci, forced, None),
+                        Some(Some(permit)) => (c, Some(permit)),
+                        None => (c, None),
                     }
                 }
-                None if !again.is_empty() => {
-                    queue.extend(again.drain(..));
-                    continue;
-                }
-                None if self.made == 0 && !skipped_full.is_empty() => {
+                Step::WaitFor(index) => {
                     // Every provider is at its own cap: wait for the first
                     // one's slot like for the global limiter.
-                    let ci = skipped_full.remove(0);
-                    let Some(limiter) = self.route.providers[ci].limiter.clone() else {
+                    let Some(limiter) = self.route.providers[index].limiter.clone() else {
                         continue;
                     };
                     let wait = self
@@ -150,7 +154,13 @@ impl<'a> Attempts<'a> {
                         .queue_timeout
                         .saturating_sub(ctx.rec.started.elapsed());
                     match acquire(s, &limiter, wait).await {
-                        Ok(p) => (ci, true, Some(p)),
+                        Ok(p) => (
+                            Candidate {
+                                index,
+                                forced: true,
+                            },
+                            Some(p),
+                        ),
                         Err(Slot::ClientGone(e)) => return left_while_queued(ctx, "provider", e),
                         Err(Slot::Rejected) => {
                             ctx.rec.rejected_scope = Some("provider");
@@ -163,10 +173,10 @@ impl<'a> Attempts<'a> {
                         }
                     }
                 }
-                None => break,
+                Step::GiveUp => break,
             };
-            let provider = self.route.providers[ci].clone();
-            let Some(is_probe) = provider.health.begin_attempt(Instant::now(), forced) else {
+            let provider = self.route.providers[c.index].clone();
+            let Some(is_probe) = provider.health.begin_attempt(Instant::now(), c.forced) else {
                 // Half-open and its one probe is already out.
                 continue;
             };
@@ -174,31 +184,30 @@ impl<'a> Attempts<'a> {
             if let Some((from, class)) = pending_failover.take() {
                 telemetry::failover(&ctx.rec, &from, class);
             }
-            self.made += 1;
-            let more = self.made < max && (!queue.is_empty() || !again.is_empty());
-            let end = self.attempt(s, ctx, &provider, is_probe, more).await;
+            self.plan.started();
+            let end = self.attempt(s, ctx, &provider, is_probe).await;
             drop(permit);
             match end {
                 AttemptEnd::Finished => return Handled::Responded,
                 AttemptEnd::Abort(e) => return Handled::Abort(e),
                 AttemptEnd::Failed {
-                    class,
+                    failed,
                     detail,
                     held,
                 } => {
-                    let name = provider.name().to_string();
-                    let name_for_log = name.clone();
-                    if let Some(h) = held {
-                        self.held = Some(h);
+                    if held.is_some() {
+                        self.held = held;
                     }
-                    self.failures.push((name, class, detail));
-                    if !self.rt.config.retry.fails_over(class) {
+                    let name = provider.name().to_string();
+                    self.failures.push(Failure {
+                        provider: name.clone(),
+                        class: failed.class,
+                        detail,
+                    });
+                    if !self.plan.failed(c, failed) {
                         break;
                     }
-                    if is_transient(class) {
-                        again.push((ci, false));
-                    }
-                    pending_failover = Some((name_for_log, class));
+                    pending_failover = Some((name, failed.class));
                 }
             }
         }
@@ -208,29 +217,29 @@ impl<'a> Attempts<'a> {
     /// No attempt produced an answer for the client: return the last held
     /// upstream response as is, else a 502/504 of our own.
     async fn give_up(self, s: &mut Session, ctx: &mut Ctx) -> Handled {
+        let made = self.plan.made();
         if let Some(h) = self.held {
             ctx.rec.provider = Some(h.provider.clone());
             ctx.rec.status = h.header.status.as_u16();
             ctx.rec.class = Some(h.class);
-            let mut resp = headers::client_response(h.header);
-            resp.remove_header("content-length");
-            if let Err(e) = resp
-                .insert_header("content-length", h.body.len().to_string())
-                .and_then(|_| {
-                    headers::stamp(
-                        &mut resp,
-                        &ctx.rec.request_id,
-                        &h.provider,
-                        self.made,
-                        Some(h.class.as_str()),
-                    )
-                })
-            {
-                return Handled::Abort(e);
-            }
-            return write_whole(s, ctx, resp, h.body).await;
+            let resp = headers::for_client(
+                h.header,
+                &ctx.rec.request_id,
+                &h.provider,
+                made,
+                Some(h.class.as_str()),
+            )
+            .and_then(|mut resp| {
+                resp.remove_header("content-length");
+                resp.insert_header("content-length", h.body.len().to_string())?;
+                Ok(resp)
+            });
+            return match resp {
+                Ok(resp) => write_whole(s, ctx, resp, h.body).await,
+                Err(e) => Handled::Abort(e),
+            };
         }
-        let classes: Vec<ErrorClass> = self.failures.iter().map(|f| f.1).collect();
+        let classes: Vec<ErrorClass> = self.failures.iter().map(|f| f.class).collect();
         let kind = match outcome::status_for_failed_attempts(&classes) {
             (504, _) => LocalError::AllTimeout,
             _ => LocalError::AllNetwork,
@@ -238,9 +247,9 @@ impl<'a> Attempts<'a> {
         let tried: Vec<String> = self
             .failures
             .iter()
-            .map(|(p, c, d)| format!("{p} ({c}: {d})"))
+            .map(|f| format!("{} ({}: {})", f.provider, f.class, f.detail))
             .collect();
-        let msg = match self.made {
+        let msg = match made {
             0 => format!(
                 "no provider of route {} could be tried",
                 self.route.settings.name
@@ -248,7 +257,7 @@ impl<'a> Attempts<'a> {
             1 => format!("the only attempt failed: {}", tried.join(", ")),
             n => format!("all {n} attempts failed: {}", tried.join(", ")),
         };
-        respond_local(s, ctx, kind, &msg, Some(self.made)).await
+        respond_local(s, ctx, kind, &msg, Some(made)).await
     }
 
     /// One attempt against one provider.
@@ -258,7 +267,6 @@ impl<'a> Attempts<'a> {
         ctx: &mut Ctx,
         p: &Arc<Provider>,
         is_probe: bool,
-        more: bool,
     ) -> AttemptEnd {
         let _load = LoadGuard::new(p);
         let mut t = Try {
@@ -267,14 +275,19 @@ impl<'a> Attempts<'a> {
             started: Instant::now(),
             ttfb: None,
             status: None,
+            upstream_request_id: None,
         };
+        // The budget for getting an answer: every attempt and the wait for
+        // each response header. A committed stream is bounded by
+        // stream_idle_ms alone (see relay): a long, healthy answer is
+        // never cut.
         let deadline = ctx.rec.started + p.settings.timeouts.total;
 
         let Some(peer) = p.peer() else {
             return self.fail(
                 ctx,
                 &t,
-                ErrorClass::Network,
+                Failed::new(ErrorClass::Network, false),
                 "host not resolved yet".into(),
                 None,
                 None,
@@ -300,18 +313,35 @@ impl<'a> Attempts<'a> {
             Ok(r) => r,
             Err(e) => {
                 let detail = format!("cannot build upstream request: {}", describe(&e));
-                return self.fail(ctx, &t, ErrorClass::Request, detail, None, None);
+                return self.fail(
+                    ctx,
+                    &t,
+                    Failed::new(ErrorClass::Request, false),
+                    detail,
+                    None,
+                    None,
+                );
             }
+        };
+        // A streamed answer starts with its header at once; a whole answer
+        // comes when the model is done thinking, which can take minutes.
+        let header_budget = if self.meta.stream {
+            p.settings.timeouts.response_header_stream
+        } else {
+            p.settings.timeouts.response_header
         };
 
         // Connect, send, and wait for the response header. A pooled
         // connection that the upstream closed while idle fails on first use;
-        // that says nothing about the provider, so retry once on a fresh one.
+        // that says nothing about the provider, so go again on a fresh one.
         let mut fresh = false;
         let exchanged = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                break Err((ErrorClass::Timeout, "total timeout reached".to_string()));
+                break Err((
+                    Failed::new(ErrorClass::Timeout, false),
+                    "total timeout reached".to_string(),
+                ));
             }
             let connect = async {
                 let pooled = if fresh {
@@ -332,19 +362,15 @@ impl<'a> Attempts<'a> {
             };
             let (stream, reused) = match tokio::time::timeout(left, connect).await {
                 Ok(Ok(c)) => c,
-                Ok(Err(e)) => break Err((outcome::classify_transport(e.etype()), describe(&e))),
+                Ok(Err(e)) => break Err(transport_failure(&e)),
                 Err(_) => {
                     break Err((
-                        ErrorClass::Timeout,
+                        Failed::new(ErrorClass::Timeout, false),
                         "total timeout reached while connecting".into(),
                     ))
                 }
             };
-            let budget = p
-                .settings
-                .timeouts
-                .response_header
-                .min(deadline.saturating_duration_since(Instant::now()));
+            let budget = header_budget.min(deadline.saturating_duration_since(Instant::now()));
             let step = {
                 let exchange =
                     tokio::time::timeout(budget, exchange(stream, &peer, &up_head, &body));
@@ -359,16 +385,14 @@ impl<'a> Attempts<'a> {
                     return self.client_left(ctx, &t, e);
                 }
                 Ok(Ok(Ok(up))) => break Ok(up),
-                Ok(Ok(Err(_))) if reused && !fresh => {
+                Ok(Ok(Err(e))) if reused && !fresh && outcome::dead_pooled_connection(&e) => {
                     fresh = true;
                     continue;
                 }
-                Ok(Ok(Err(e))) => {
-                    break Err((outcome::classify_transport(e.etype()), describe(&e)))
-                }
+                Ok(Ok(Err(e))) => break Err(transport_failure(&e)),
                 Ok(Err(_)) => {
                     break Err((
-                        ErrorClass::Timeout,
+                        Failed::new(ErrorClass::Timeout, false),
                         format!("no response header within {} ms", budget.as_millis()),
                     ))
                 }
@@ -377,7 +401,7 @@ impl<'a> Attempts<'a> {
         ctx.rec.upstream_wait += t.started.elapsed();
         let mut up = match exchanged {
             Ok(up) => up,
-            Err((class, detail)) => return self.fail(ctx, &t, class, detail, None, None),
+            Err((failed, detail)) => return self.fail(ctx, &t, failed, detail, None, None),
         };
         let ttfb = t.started.elapsed();
         t.ttfb = Some(ttfb);
@@ -386,7 +410,7 @@ impl<'a> Attempts<'a> {
             return self.fail(
                 ctx,
                 &t,
-                ErrorClass::Network,
+                Failed::new(ErrorClass::Network, false),
                 "no response header".into(),
                 None,
                 None,
@@ -394,18 +418,19 @@ impl<'a> Attempts<'a> {
         };
         let status = head.status.as_u16();
         t.status = Some(status);
+        t.upstream_request_id = headers::upstream_request_id(&head.headers);
         let class = outcome::classify_status(status);
         let retry_after = match status {
             429 | 503 => crate::health::retry_after(&head.headers, SystemTime::now()),
             _ => None,
         };
 
-        let max = self.rt.config.retry.max_attempts;
-        let fails_over = |c: ErrorClass| {
-            self.rt.config.retry.fails_over(c) && self.made < max && (more || is_transient(c))
-        };
         let mut prefix = None;
-        if let Some(c) = class.filter(|c| fails_over(*c)) {
+        // A 5xx often clears at once; a 429 or a rejected key does not.
+        if let Some(failed) = class
+            .map(|c| Failed::new(c, c == ErrorClass::Server))
+            .filter(|f| self.plan.would_continue(*f))
+        {
             // Hold the error back: it is only the answer if nothing better
             // comes from the next providers.
             let waited = Instant::now();
@@ -423,15 +448,15 @@ impl<'a> Attempts<'a> {
                         provider: p.name().to_string(),
                         header: head,
                         body,
-                        class: c,
+                        class: failed.class,
                     });
-                    return self.fail(ctx, &t, c, detail, retry_after, Some(h));
+                    return self.fail(ctx, &t, failed, detail, retry_after, Some(h));
                 }
                 Held::Broken => {
                     return self.fail(
                         ctx,
                         &t,
-                        c,
+                        failed,
                         format!("{detail}, then the body broke"),
                         retry_after,
                         None,
@@ -447,14 +472,15 @@ impl<'a> Attempts<'a> {
         self.commit(
             s,
             ctx,
-            t,
-            up,
-            &peer,
-            head,
-            class,
-            retry_after,
-            prefix,
-            deadline,
+            Answer {
+                t,
+                up,
+                peer,
+                head,
+                class,
+                retry_after,
+                prefix,
+            },
         )
         .await
     }
@@ -482,14 +508,14 @@ impl<'a> Attempts<'a> {
         &mut self,
         ctx: &mut Ctx,
         t: &Try,
-        class: ErrorClass,
+        failed: Failed,
         detail: String,
         retry_after: Option<Duration>,
         held: Option<Box<HeldResponse>>,
     ) -> AttemptEnd {
-        self.judge(ctx, t, AttemptResult::Failed(class), retry_after);
+        self.judge(ctx, t, AttemptResult::Failed(failed.class), retry_after);
         AttemptEnd::Failed {
-            class,
+            failed,
             detail,
             held,
         }
@@ -524,6 +550,7 @@ impl<'a> Attempts<'a> {
             result,
             status: t.status,
             ttfb: t.ttfb,
+            upstream_request_id: t.upstream_request_id.clone(),
         });
     }
 
@@ -552,6 +579,7 @@ pub(super) struct Try {
     pub(super) started: Instant,
     pub(super) ttfb: Option<Duration>,
     pub(super) status: Option<u16>,
+    pub(super) upstream_request_id: Option<String>,
 }
 
 /// Counts the attempt in the provider's load (least_latency) while alive.
@@ -570,12 +598,11 @@ impl Drop for LoadGuard {
     }
 }
 
-/// Classes worth another try on the same provider within one request:
-/// quick failures that often clear at once. Not timeouts: a provider that
-/// just took `response_header_ms` to say nothing would only double the
-/// client's wait.
-pub(super) fn is_transient(c: ErrorClass) -> bool {
-    matches!(c, ErrorClass::Network | ErrorClass::Server)
+/// A transport error as the plan sees it, with a key-free description.
+fn transport_failure(e: &Error) -> (Failed, String) {
+    let class = outcome::classify_transport(e.etype());
+    let retry = class == ErrorClass::Network && outcome::transport_worth_retrying(e.etype());
+    (Failed::new(class, retry), describe(e))
 }
 
 /// A short, key-free description of a transport error.

@@ -12,6 +12,7 @@
 
 mod attempts;
 mod intake;
+mod plan;
 mod relay;
 mod reply;
 
@@ -38,6 +39,9 @@ pub struct Ctx {
     pub api: Api,
     /// The status line went to the client: no failover, no error page.
     pub committed: bool,
+    /// The response reached its end (its last byte, or the stream's
+    /// terminal event, went out): a client that leaves now has its answer.
+    pub finished: bool,
     pub _permit: Option<OwnedSemaphorePermit>,
     pub _inflight: Option<telemetry::InflightGuard>,
     /// Counts the request for drain from its first byte to its last.
@@ -50,6 +54,7 @@ impl Ctx {
             rec: RequestRecord::new(Instant::now()),
             api: Api::Anthropic,
             committed: false,
+            finished: false,
             _permit: None,
             _inflight: None,
             _active: telemetry::ActiveGuard::new(),
@@ -154,7 +159,8 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     }
     ctx._inflight = Some(telemetry::InflightGuard::new());
 
-    Attempts::new(app, &rt, route, body, drop_header)
+    let meta = crate::body::RequestMeta::parse(&body);
+    Attempts::new(app, &rt, route, body, meta, drop_header)
         .run(s, ctx)
         .await
 }

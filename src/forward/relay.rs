@@ -8,47 +8,64 @@ use super::Ctx;
 use crate::dialect;
 use crate::headers;
 use crate::outcome::{self, AttemptResult, ErrorClass};
-use crate::sse::SseFramer;
+use crate::sse::{kind, SseFramer};
 use crate::telemetry;
 use crate::tokens::UsageMeter;
 use bytes::Bytes;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The attempt whose response goes to the client, as it stands when the
+/// response is committed.
+pub(super) struct Answer {
+    pub(super) t: Try,
+    pub(super) up: UpstreamSession,
+    pub(super) peer: Arc<HttpPeer>,
+    pub(super) head: ResponseHeader,
+    /// `None` for a success; else the class of an error returned as is.
+    pub(super) class: Option<ErrorClass>,
+    pub(super) retry_after: Option<Duration>,
+    /// Body bytes already read (a failed attempt's body too large to hold).
+    pub(super) prefix: Option<Bytes>,
+}
 
 impl Attempts<'_> {
     /// Send this attempt's response to the client and relay its body.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn commit(
-        &mut self,
-        s: &mut Session,
-        ctx: &mut Ctx,
-        t: Try,
-        mut up: UpstreamSession,
-        peer: &pingora_core::upstreams::peer::HttpPeer,
-        head: ResponseHeader,
-        class: Option<ErrorClass>,
-        retry_after: Option<Duration>,
-        prefix: Option<Bytes>,
-        deadline: Instant,
-    ) -> AttemptEnd {
+    ///
+    /// Once committed, a response is bounded by `stream_idle_ms` between
+    /// chunks, not by `total_ms`: the total budget is for getting an answer,
+    /// and a long, healthy answer (an agent turn with a large max_tokens
+    /// streams for many minutes) must never be cut by it.
+    pub(super) async fn commit(&mut self, s: &mut Session, ctx: &mut Ctx, a: Answer) -> AttemptEnd {
+        let Answer {
+            t,
+            mut up,
+            peer,
+            head,
+            class,
+            retry_after,
+            prefix,
+        } = a;
         let p = t.p.clone();
         // Committed: no attempt will need the request body again. A long
         // stream must not pin a large prompt for its whole life.
         self.body = Bytes::new();
         let sse = is_sse(&head);
-        let mut resp = headers::client_response(head);
-        if let Err(e) = headers::stamp(
-            &mut resp,
+        let mut resp = match headers::for_client(
+            head,
             &ctx.rec.request_id,
             p.name(),
-            self.made,
+            self.plan.made(),
             class.map(ErrorClass::as_str),
         ) {
-            return self.fail(ctx, &t, ErrorClass::Network, describe(&e), None, None);
-        }
+            Ok(r) => r,
+            Err(e) => return self.fail_commit(ctx, &t, &e),
+        };
         let body_done = prefix.is_none() && (self.head_request || up.is_body_done());
         // An HTTP/1.1 body of unknown length must be chunked, or the client
         // could only find its end by the connection closing (and a cut
@@ -58,7 +75,7 @@ impl Attempts<'_> {
             && !s.as_downstream().is_http2()
         {
             if let Err(e) = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked") {
-                return self.fail(ctx, &t, ErrorClass::Network, describe(&e), None, None);
+                return self.fail_commit(ctx, &t, &e);
             }
         }
         ctx.committed = true;
@@ -67,37 +84,37 @@ impl Attempts<'_> {
         ctx.rec.provider = Some(p.name().to_string());
         ctx.rec.status = resp.status.as_u16();
         ctx.rec.class = class;
+        // The model asked for; a usage event naming the model that answered
+        // replaces it.
+        ctx.rec.model = self.meta.model_for(&p.settings.models).map(str::to_string);
         if let Err(e) = s.write_response_header(Box::new(resp), body_done).await {
             return self.client_left(ctx, &t, e);
         }
         ctx.rec.ttfb = Some(ctx.rec.started.elapsed());
-        // Record the attempt's verdict on the provider now for statuses; a
-        // success is confirmed when the body completes.
-        let mut meter = UsageMeter::new(ctx.api, sse);
+        let verdict = class.map_or(AttemptResult::Success, AttemptResult::Failed);
         if body_done {
-            self.release(up, peer).await;
-            let result = class.map_or(AttemptResult::Success, AttemptResult::Failed);
-            self.judge(ctx, &t, result, retry_after);
+            ctx.finished = true;
+            self.release(up, &peer).await;
+            self.judge(ctx, &t, verdict, retry_after);
             return AttemptEnd::Finished;
         }
 
+        let mut meter = UsageMeter::new(ctx.api, sse);
         let mut framer = sse.then(SseFramer::new);
         let idle = p.settings.timeouts.stream_idle;
         if let Some(prefix) = prefix {
+            meter.feed(&prefix);
             if let Err(e) = s.write_response_body(Some(prefix), false).await {
+                keep_usage(ctx, meter);
                 return self.client_left(ctx, &t, e);
             }
         }
-        // One timer for the whole relay, not one per chunk.
-        let total = tokio::time::sleep_until(deadline.into());
-        tokio::pin!(total);
         let end = loop {
             let waited = Instant::now();
             let step = tokio::select! {
                 // Polled in order: a client that closes right after the last
                 // byte of a complete body must not turn it into client_closed.
                 biased;
-                _ = &mut total => Step::Deadline,
                 r = tokio::time::timeout(idle, up.read_body_bytes()) => Step::Upstream(r),
                 e = client_gone(s) => Step::ClientGone(e),
             };
@@ -110,6 +127,11 @@ impl Attempts<'_> {
                     };
                     if let Some(out) = out {
                         meter.feed(&out);
+                        // Once the stream's own last event is out, the
+                        // client has its whole answer.
+                        if sse && !ctx.finished && kind::holds_terminal(ctx.api, &out) {
+                            ctx.finished = true;
+                        }
                         if let Err(e) = s.write_response_body(Some(out), false).await {
                             break End::ClientGone(e);
                         }
@@ -125,9 +147,6 @@ impl Attempts<'_> {
                         format!("no data for {} ms", idle.as_millis()),
                     )
                 }
-                Step::Deadline => {
-                    break End::Broken(ErrorClass::Timeout, "total timeout reached".into())
-                }
                 Step::ClientGone(e) => break End::ClientGone(e),
             }
         };
@@ -136,25 +155,41 @@ impl Attempts<'_> {
                 if let Some(rest) = framer.as_mut().and_then(SseFramer::finish) {
                     meter.feed(&rest);
                     if let Err(e) = s.write_response_body(Some(rest), false).await {
+                        keep_usage(ctx, meter);
                         return self.client_left(ctx, &t, e);
                     }
                 }
-                let (usage, model) = meter.finish();
-                ctx.rec.usage = usage;
-                ctx.rec.model = model;
+                keep_usage(ctx, meter);
+                ctx.finished = true;
                 if let Err(e) = s.write_response_body(None, true).await {
                     return self.client_left(ctx, &t, e);
                 }
-                self.release(up, peer).await;
-                let result = class.map_or(AttemptResult::Success, AttemptResult::Failed);
-                self.judge(ctx, &t, result, retry_after);
+                self.release(up, &peer).await;
+                self.judge(ctx, &t, verdict, retry_after);
                 AttemptEnd::Finished
             }
-            End::ClientGone(e) => self.client_left(ctx, &t, e),
+            // The stream's last event went out: the client may stop
+            // reading (Codex CLI does, at response.completed) and the
+            // upstream may close as it likes; the answer is complete.
+            End::ClientGone(e) if ctx.finished => {
+                keep_usage(ctx, meter);
+                self.judge(ctx, &t, verdict, retry_after);
+                AttemptEnd::Abort(e)
+            }
+            End::Broken(..) if ctx.finished => {
+                keep_usage(ctx, meter);
+                self.judge(ctx, &t, verdict, retry_after);
+                match s.write_response_body(None, true).await {
+                    Ok(()) => AttemptEnd::Finished,
+                    Err(e) => AttemptEnd::Abort(e),
+                }
+            }
+            End::ClientGone(e) => {
+                keep_usage(ctx, meter);
+                self.client_left(ctx, &t, e)
+            }
             End::Broken(bc, detail) => {
-                let (usage, model) = meter.finish();
-                ctx.rec.usage = usage;
-                ctx.rec.model = model;
+                keep_usage(ctx, meter);
                 ctx.rec.class = Some(bc);
                 ctx.rec.stream_interrupted = Some(bc);
                 telemetry::stream_interrupted(&ctx.rec, p.name(), bc, &detail);
@@ -179,12 +214,34 @@ impl Attempts<'_> {
             }
         }
     }
+
+    /// The response could not be turned into the client's (a header the
+    /// upstream sent that cannot be re-encoded): nothing was sent yet, so
+    /// this counts as a failed attempt.
+    fn fail_commit(&mut self, ctx: &mut Ctx, t: &Try, e: &Error) -> AttemptEnd {
+        self.fail(
+            ctx,
+            t,
+            super::plan::Failed::new(ErrorClass::Network, false),
+            describe(e),
+            None,
+            None,
+        )
+    }
+}
+
+/// Usage seen so far is kept whatever happens next: the provider billed it.
+fn keep_usage(ctx: &mut Ctx, meter: UsageMeter) {
+    let (usage, model) = meter.finish();
+    ctx.rec.usage = usage;
+    if model.is_some() {
+        ctx.rec.model = model;
+    }
 }
 
 enum Step {
     Upstream(std::result::Result<Result<Option<Bytes>>, tokio::time::error::Elapsed>),
     ClientGone(Box<Error>),
-    Deadline,
 }
 
 enum End {

@@ -5,6 +5,8 @@
 //! half event is dropped, so the error event steadfast appends is parsed
 //! cleanly instead of being glued onto a broken line.
 
+pub mod kind;
+
 use bytes::{Bytes, BytesMut};
 
 /// A single event larger than this is forwarded unframed rather than

@@ -199,8 +199,8 @@ fn full_text(w: &mut Vec<u8>, r: &Reply) {
     }
 }
 
-/// Delta `i` of the streamed answer: "Hello", " from", " <name>", then
-/// " again" for any further ones; fewer than 3 deltas carry the rest of the
+/// Delta `i` of the streamed answer: `"Hello"`, `" from"`, `" <name>"`, then
+/// `" again"` for any further ones; fewer than 3 deltas carry the rest of the
 /// sentence in the last one. Padding is spread evenly over the deltas.
 fn delta_text(w: &mut Vec<u8>, r: &Reply, i: usize) {
     let events = r.b.events;

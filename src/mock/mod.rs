@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// Infallible formatting into a Vec: io::Write for Vec<u8> never fails.
+/// Infallible formatting into a Vec: `io::Write` for `Vec<u8>` never fails.
 macro_rules! w {
     ($out:expr, $($arg:tt)*) => {{
         let _ = ::std::io::Write::write_fmt($out, format_args!($($arg)*));

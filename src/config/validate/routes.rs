@@ -125,6 +125,7 @@ mod tests {
             timeouts: TimeoutSettings {
                 connect: t,
                 response_header: t,
+                response_header_stream: t,
                 stream_idle: t,
                 total: t,
             },

@@ -18,7 +18,9 @@ impl Kind {
         match self {
             Kind::Messages => (3, 3),
             Kind::Chat => (0, if include_usage { 3 } else { 2 }),
-            Kind::Responses => (1, 2),
+            // created, in_progress, output_item.added, content_part.added; then
+            // output_text.done, content_part.done, output_item.done, completed.
+            Kind::Responses => (4, 4),
         }
     }
 }
@@ -294,31 +296,74 @@ pub(super) fn sse_event(w: &mut Vec<u8>, kind: Kind, phase: Phase, r: &Reply) {
             }
             w.extend_from_slice(b"}\n\n");
         }
-        (Kind::Responses, Phase::Pre(_)) => {
-            w.extend_from_slice(b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":");
+        (Kind::Responses, Phase::Pre(k)) if k < 2 => {
+            let ty = if k == 0 {
+                "response.created"
+            } else {
+                "response.in_progress"
+            };
+            w!(
+                w,
+                "event: {ty}\ndata: {{\"type\":\"{ty}\",\"sequence_number\":{k},\"response\":"
+            );
             response_object(w, r, false, true);
             w.extend_from_slice(b"}\n\n");
         }
+        // Codex prints nothing until the message item and its text part
+        // are opened, as a real Responses stream does.
+        (Kind::Responses, Phase::Pre(2)) => w!(
+            w,
+            "event: response.output_item.added\ndata: {{\"type\":\"response.output_item.added\",\"sequence_number\":2,\"output_index\":0,\"item\":{{\"id\":\"msg_mock_{n}\",\"type\":\"message\",\"status\":\"in_progress\",\"role\":\"assistant\",\"content\":[]}}}}\n\n"
+        ),
+        (Kind::Responses, Phase::Pre(_)) => w!(
+            w,
+            "event: response.content_part.added\ndata: {{\"type\":\"response.content_part.added\",\"sequence_number\":3,\"item_id\":\"msg_mock_{n}\",\"output_index\":0,\"content_index\":0,\"part\":{{\"type\":\"output_text\",\"text\":\"\",\"annotations\":[]}}}}\n\n"
+        ),
         (Kind::Responses, Phase::Delta(i)) => {
             w!(
                 w,
-                "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"item_id\":\"msg_mock_{n}\",\"output_index\":0,\"content_index\":0,\"delta\":\""
+                "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{},\"item_id\":\"msg_mock_{n}\",\"output_index\":0,\"content_index\":0,\"delta\":\"",
+                4 + i
             );
             delta_text(w, r, i);
             w.extend_from_slice(b"\"}\n\n");
         }
-        (Kind::Responses, Phase::Post(0)) => {
-            w!(
-                w,
-                "event: response.output_text.done\ndata: {{\"type\":\"response.output_text.done\",\"item_id\":\"msg_mock_{n}\",\"output_index\":0,\"content_index\":0,\"text\":\""
-            );
-            full_text(w, r);
-            w.extend_from_slice(b"\"}\n\n");
-        }
-        (Kind::Responses, Phase::Post(_)) => {
-            w.extend_from_slice(b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":");
-            response_object(w, r, true, true);
-            w.extend_from_slice(b"}\n\n");
+        (Kind::Responses, Phase::Post(k)) => {
+            let seq = 4 + r.b.events + k;
+            match k {
+                0 => {
+                    w!(
+                        w,
+                        "event: response.output_text.done\ndata: {{\"type\":\"response.output_text.done\",\"sequence_number\":{seq},\"item_id\":\"msg_mock_{n}\",\"output_index\":0,\"content_index\":0,\"text\":\""
+                    );
+                    full_text(w, r);
+                    w.extend_from_slice(b"\"}\n\n");
+                }
+                1 => {
+                    w!(
+                        w,
+                        "event: response.content_part.done\ndata: {{\"type\":\"response.content_part.done\",\"sequence_number\":{seq},\"item_id\":\"msg_mock_{n}\",\"output_index\":0,\"content_index\":0,\"part\":{{\"type\":\"output_text\",\"text\":\""
+                    );
+                    full_text(w, r);
+                    w.extend_from_slice(b"\",\"annotations\":[]}}\n\n");
+                }
+                2 => {
+                    w!(
+                        w,
+                        "event: response.output_item.done\ndata: {{\"type\":\"response.output_item.done\",\"sequence_number\":{seq},\"output_index\":0,\"item\":{{\"id\":\"msg_mock_{n}\",\"type\":\"message\",\"status\":\"completed\",\"role\":\"assistant\",\"content\":[{{\"type\":\"output_text\",\"text\":\""
+                    );
+                    full_text(w, r);
+                    w.extend_from_slice(b"\",\"annotations\":[]}]}}\n\n");
+                }
+                _ => {
+                    w!(
+                        w,
+                        "event: response.completed\ndata: {{\"type\":\"response.completed\",\"sequence_number\":{seq},\"response\":"
+                    );
+                    response_object(w, r, true, true);
+                    w.extend_from_slice(b"}\n\n");
+                }
+            }
         }
     }
 }

@@ -366,6 +366,33 @@ async fn openai_sse_with_and_without_include_usage() {
     )
     .await;
     let names: Vec<String> = r.events().into_iter().map(|(n, _)| n.unwrap()).collect();
+    // The event sequence of a real Responses stream (Codex prints nothing
+    // without the item and part events).
+    let mut expected = vec![
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ];
+    expected.extend(["response.output_text.delta"; 3]);
+    expected.extend([
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]);
+    assert_eq!(names, expected);
+    let datas: Vec<Value> = r
+        .events()
+        .into_iter()
+        .map(|(_, d)| serde_json::from_str(&d).unwrap())
+        .collect();
+    for (i, (d, name)) in datas.iter().zip(&names).enumerate() {
+        assert_eq!(&d["type"], name.as_str());
+        assert_eq!(d["sequence_number"], i, "{d}");
+    }
+    assert_eq!(datas[2]["item"]["type"], "message");
+    assert_eq!(datas[9]["item"]["content"][0]["text"], "Hello from m1");
     assert_eq!(names.first().unwrap(), "response.created");
     assert_eq!(
         names

@@ -136,6 +136,13 @@ pub fn validate(
         for (j, p) in r.paths.iter().enumerate() {
             if !p.starts_with('/') {
                 errs.push(format!("{path}.paths[{j}]"), "must start with '/'");
+            } else if crate::path::normalise(p).map_or(true, |n| n != p.as_str()) {
+                // Requests are matched after normalisation: this would never match.
+                errs.push(
+                    format!("{path}.paths[{j}]"),
+                    "must be a normalised path (no '.', '..' or empty segments, no '\\', \
+                     percent-encoding only where needed, in upper-case hex)",
+                );
             }
         }
         let strategy = match r.strategy.as_deref() {
@@ -643,6 +650,27 @@ routes:
         let errs = check(yaml).unwrap_err();
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].path, "routes[0].providers");
+    }
+
+    #[test]
+    fn route_paths_must_be_normalised() {
+        let yaml = r#"
+providers: [{ name: a, api: anthropic, base_url: "http://127.0.0.1:1" }]
+routes:
+  - { name: r, paths: ["/", "/v1/", "/v1/messages", "/v1/a%3Ab", "/v1/./x", "/v1/../x", "//v1", "/v1/%6d", "/v1%2fx"], providers: [a] }
+"#;
+        let errs = check(yaml).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "routes[0].paths[4]",
+                "routes[0].paths[5]",
+                "routes[0].paths[6]",
+                "routes[0].paths[7]",
+                "routes[0].paths[8]"
+            ]
+        );
     }
 
     #[test]

@@ -58,7 +58,8 @@ pub(super) struct Attempts<'a> {
     pub(super) rt: &'a Runtime,
     pub(super) route: &'a Route,
     pub(super) body: Bytes,
-    pub(super) drop_header: Option<&'static str>,
+    /// Headers that carry a client token (never forwarded).
+    pub(super) strip: Vec<http::HeaderName>,
     pub(super) made: u32,
     pub(super) failures: Vec<(String, ErrorClass, String)>,
     pub(super) held: Option<Box<HeldResponse>>,
@@ -74,14 +75,14 @@ impl<'a> Attempts<'a> {
         rt: &'a Runtime,
         route: &'a Route,
         body: Bytes,
-        drop_header: Option<&'static str>,
+        strip: Vec<http::HeaderName>,
     ) -> Self {
         Attempts {
             app,
             rt,
             route,
             body,
-            drop_header,
+            strip,
             made: 0,
             failures: Vec::new(),
             held: None,
@@ -290,10 +291,12 @@ impl<'a> Attempts<'a> {
             path_prefix: &p.settings.upstream.path_prefix,
             key: p.key_header(),
         };
+        // The access log's path is the normalised one that goes upstream.
         let up_head = match headers::upstream_request(
             s.req_header(),
             &target,
-            self.drop_header,
+            &ctx.rec.path,
+            &self.strip,
             &ctx.rec.request_id,
             body.len(),
         ) {

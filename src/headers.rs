@@ -30,7 +30,8 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// Client credential headers. All are removed when the provider has its own
-/// key; the one that carried a steadfast client token is always removed.
+/// key; any header that carries a steadfast client token is always removed
+/// ([`crate::credentials::carrying_tokens`]).
 pub const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
 
 fn is_hop_by_hop(name: &str, listed: &[String]) -> bool {
@@ -64,22 +65,26 @@ pub struct UpstreamTarget<'a> {
 /// the provider per attempt, not two), and no header map is built only to be
 /// serialised at once.
 ///
-/// `drop_header` is the credential header that carried a steadfast client
-/// token, which must never reach a provider.
+/// `path` is the normalised request path ([`crate::path::normalise`]): the
+/// client's raw one never goes upstream, so the provider resolves nothing
+/// steadfast did not match a route against. The query goes as the client
+/// sent it. `strip` names the headers that carry a steadfast client token,
+/// which must never reach a provider.
 pub fn upstream_request(
     client: &RequestHeader,
     target: &UpstreamTarget<'_>,
-    drop_header: Option<&str>,
+    path: &str,
+    strip: &[HeaderName],
     request_id: &str,
     body_len: usize,
 ) -> Result<BytesMut> {
-    let pq = client
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
+    let query = client.uri.query();
     let target_ok = |b: &[u8]| b.iter().all(|c| c.is_ascii_graphic());
-    if !target_ok(target.path_prefix.as_bytes()) || !target_ok(pq.as_bytes()) {
+    if !target_ok(target.path_prefix.as_bytes())
+        || !path.starts_with('/')
+        || !target_ok(path.as_bytes())
+        || !query.is_none_or(|q| target_ok(q.as_bytes()))
+    {
         return Error::e_explain(ErrorType::InvalidHTTPHeader, "request target not sendable");
     }
     let listed = connection_listed(&client.headers);
@@ -87,7 +92,11 @@ pub fn upstream_request(
     w.put_slice(client.method.as_str().as_bytes());
     w.put_u8(b' ');
     w.put_slice(target.path_prefix.as_bytes());
-    w.put_slice(pq.as_bytes());
+    w.put_slice(path.as_bytes());
+    if let Some(q) = query {
+        w.put_u8(b'?');
+        w.put_slice(q.as_bytes());
+    }
     w.put_slice(b" HTTP/1.1\r\n");
     for (name, value) in client.headers.iter() {
         let n = name.as_str();
@@ -99,7 +108,7 @@ pub fn upstream_request(
         {
             continue;
         }
-        if CREDENTIAL_HEADERS.contains(&n) && (target.key.is_some() || drop_header == Some(n)) {
+        if (target.key.is_some() && CREDENTIAL_HEADERS.contains(&n)) || strip.contains(name) {
             continue;
         }
         put_header(&mut w, n.as_bytes(), value.as_bytes())?;
@@ -229,21 +238,6 @@ pub fn header_str<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Credential the client presented: `Authorization: Bearer X`, or `x-api-key: X`
-/// / `api-key: X`, with the header it came in.
-pub fn client_credentials(h: &http::HeaderMap) -> impl Iterator<Item = (&'static str, &str)> {
-    CREDENTIAL_HEADERS.iter().filter_map(move |name| {
-        let v = header_str(h, name)?;
-        let token = if *name == "authorization" {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))?
-        } else {
-            v
-        };
-        Some((*name, token.trim()))
-    })
-}
-
 pub fn bad_header(e: impl std::fmt::Display) -> Box<Error> {
     Error::explain(ErrorType::InternalError, format!("invalid header: {e}"))
 }
@@ -312,7 +306,7 @@ mod tests {
             path_prefix: "/base",
             key: Some((&name, &value)),
         };
-        let w = upstream_request(&client_req(), &t, None, "rid", 12).unwrap();
+        let w = upstream_request(&client_req(), &t, "/v1/messages", &[], "rid", 12).unwrap();
         assert!(w.starts_with(b"POST "));
         let r = Wire::parse(&w);
         assert_eq!(r.target, "/base/v1/messages?beta=true");
@@ -335,8 +329,9 @@ mod tests {
             path_prefix: "",
             key: None,
         };
+        let strip = [header::AUTHORIZATION];
         let r = Wire::parse(
-            &upstream_request(&client_req(), &t, Some("authorization"), "rid", 0).unwrap(),
+            &upstream_request(&client_req(), &t, "/v1/messages", &strip, "rid", 0).unwrap(),
         );
         assert_eq!(r.get("authorization"), None);
         assert_eq!(r.get("x-api-key"), Some("client-key"));
@@ -353,20 +348,61 @@ mod tests {
             path_prefix: "",
             key: None,
         };
-        let r = Wire::parse(&upstream_request(&get, &t, None, "rid", 0).unwrap());
+        let r = Wire::parse(&upstream_request(&get, &t, "/v1/models", &[], "rid", 0).unwrap());
         assert_eq!(r.get("content-length"), None);
         assert_eq!(r.get("x-keep"), Some("yes"));
-        assert!(upstream_request(&get, &t, None, "bad\r\nx-evil: 1", 0).is_err());
+        assert!(upstream_request(&get, &t, "/v1/models", &[], "bad\r\nx-evil: 1", 0).is_err());
         let evil_host = UpstreamTarget {
             host_header: "h\r\nx-evil: 1",
             ..t
         };
-        assert!(upstream_request(&get, &evil_host, None, "rid", 0).is_err());
+        assert!(upstream_request(&get, &evil_host, "/v1/models", &[], "rid", 0).is_err());
         let spaced = UpstreamTarget {
             path_prefix: "/a b",
             ..t
         };
-        assert!(upstream_request(&get, &spaced, None, "rid", 0).is_err());
+        assert!(upstream_request(&get, &spaced, "/v1/models", &[], "rid", 0).is_err());
+        for bad_path in ["/a b", "v1/models", "", "/x\r\nx-evil: 1"] {
+            assert!(upstream_request(&get, &t, bad_path, &[], "rid", 0).is_err());
+        }
+    }
+
+    #[test]
+    fn the_given_path_goes_upstream_with_the_clients_query() {
+        let raw = RequestHeader::build("POST", b"/v1/messages/../../admin?beta=true&x=../y", None)
+            .unwrap();
+        let t = UpstreamTarget {
+            host_header: "h",
+            path_prefix: "/prefix",
+            key: None,
+        };
+        let r = Wire::parse(&upstream_request(&raw, &t, "/admin", &[], "rid", 0).unwrap());
+        assert_eq!(r.target, "/prefix/admin?beta=true&x=../y");
+        let no_query = RequestHeader::build("POST", b"/v1/messages", None).unwrap();
+        let r =
+            Wire::parse(&upstream_request(&no_query, &t, "/v1/messages", &[], "rid", 0).unwrap());
+        assert_eq!(r.target, "/prefix/v1/messages");
+    }
+
+    #[test]
+    fn every_stripped_header_is_left_out() {
+        let mut req = client_req();
+        req.insert_header("x-custom", "tok").unwrap();
+        let t = UpstreamTarget {
+            host_header: "h",
+            path_prefix: "",
+            key: None,
+        };
+        let strip = [
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("x-custom"),
+        ];
+        let r = Wire::parse(&upstream_request(&req, &t, "/v1/messages", &strip, "rid", 0).unwrap());
+        for h in ["authorization", "x-api-key", "x-custom"] {
+            assert_eq!(r.get(h), None, "{h} forwarded");
+        }
+        assert_eq!(r.get("anthropic-version"), Some("2023-06-01"));
     }
 
     #[test]
@@ -421,13 +457,5 @@ mod tests {
         assert_eq!(request_id(&r), "abc-123");
         r.insert_header("x-request-id", "has space").unwrap();
         assert_ne!(request_id(&r), "has space");
-    }
-
-    #[test]
-    fn credentials_are_found_in_all_forms() {
-        let r = client_req();
-        let found: Vec<_> = client_credentials(&r.headers).collect();
-        assert!(found.contains(&("authorization", "client-secret")));
-        assert!(found.contains(&("x-api-key", "client-key")));
     }
 }

@@ -10,13 +10,31 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// First route with a path prefix matching `path` (config order wins).
+/// `path` is the normalised path ([`crate::path::normalise`]), no query.
 pub fn match_route(routes: &[RouteSettings], path: &str) -> Option<usize> {
     routes.iter().position(|r| matches(&r.paths, path))
 }
 
 /// Whether any of a route's path prefixes matches `path`.
 pub fn matches(prefixes: &[String], path: &str) -> bool {
-    prefixes.iter().any(|p| path.starts_with(p.as_str()))
+    prefixes.iter().any(|p| prefix_matches(p, path))
+}
+
+/// Prefix match on segment boundaries (SPEC §9): `/v1/messages` matches
+/// itself and what lies below it, never `/v1/messagesX`. A prefix ending in
+/// `/` (`/` itself included) matches everything below it.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The bare `HEAD /` or `GET /` that clients send to see whether anything
+/// listens (Claude Code does on every start): answered locally when no
+/// route claims `/`.
+pub fn is_liveness_probe(method: &http::Method, path: &str) -> bool {
+    path == "/" && (method == http::Method::GET || method == http::Method::HEAD)
 }
 
 /// What the ordering needs to know about one provider of a route.
@@ -165,6 +183,46 @@ mod tests {
         assert_eq!(match_route(&routes, "/v1/messages/count_tokens"), Some(0));
         assert_eq!(match_route(&routes, "/v1/responses/abc"), Some(2));
         assert_eq!(match_route(&routes, "/v2/other"), None);
+    }
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        let p = "/v1/messages";
+        assert!(prefix_matches(p, "/v1/messages"));
+        assert!(prefix_matches(p, "/v1/messages/"));
+        assert!(prefix_matches(p, "/v1/messages/count_tokens"));
+        assert!(!prefix_matches(p, "/v1/messagesX"));
+        assert!(!prefix_matches(p, "/v1/messages_evil/x"));
+        assert!(!prefix_matches(p, "/v1/message"));
+        assert!(!prefix_matches(p, "/v2/messages"));
+        // A trailing '/' in the prefix: everything below it, not the bare name.
+        assert!(prefix_matches("/v1/", "/v1/anything/below"));
+        assert!(prefix_matches("/v1/", "/v1/"));
+        assert!(!prefix_matches("/v1/", "/v1"));
+        assert!(!prefix_matches("/v1/", "/v10/x"));
+        assert!(prefix_matches("/", "/"));
+        assert!(prefix_matches("/", "/v1/messages"));
+    }
+
+    #[test]
+    fn segment_boundaries_decide_between_routes() {
+        let routes = vec![
+            route("responses", &["/v1/responses"]),
+            route("catch_all", &["/"]),
+        ];
+        assert_eq!(match_route(&routes, "/v1/responses/abc"), Some(0));
+        assert_eq!(match_route(&routes, "/v1/responses_x"), Some(1));
+        assert_eq!(match_route(&routes[..1], "/v1/responsesX"), None);
+    }
+
+    #[test]
+    fn liveness_probe_is_bare_get_or_head_of_root() {
+        use http::Method;
+        assert!(is_liveness_probe(&Method::HEAD, "/"));
+        assert!(is_liveness_probe(&Method::GET, "/"));
+        assert!(!is_liveness_probe(&Method::POST, "/"));
+        assert!(!is_liveness_probe(&Method::GET, "/v1"));
+        assert!(!is_liveness_probe(&Method::OPTIONS, "/"));
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub(super) struct Attempts<'a> {
     pub(super) route: &'a Route,
     pub(super) body: Bytes,
     pub(super) meta: RequestMeta,
-    pub(super) drop_header: Option<&'static str>,
+    /// Headers that carry a client token (never forwarded).
+    pub(super) strip: Vec<http::HeaderName>,
     pub(super) plan: Plan,
     pub(super) failures: Vec<Failure>,
     pub(super) held: Option<Box<HeldResponse>>,
@@ -86,7 +87,7 @@ impl<'a> Attempts<'a> {
         route: &'a Route,
         body: Bytes,
         meta: RequestMeta,
-        drop_header: Option<&'static str>,
+        strip: Vec<http::HeaderName>,
     ) -> Self {
         let now = Instant::now();
         let infos: Vec<CandidateInfo> = route
@@ -114,7 +115,7 @@ impl<'a> Attempts<'a> {
             route,
             body,
             meta,
-            drop_header,
+            strip,
             plan,
             failures: Vec::new(),
             held: None,
@@ -303,10 +304,12 @@ impl<'a> Attempts<'a> {
             path_prefix: &p.settings.upstream.path_prefix,
             key: p.key_header(),
         };
+        // The access log's path is the normalised one that goes upstream.
         let up_head = match headers::upstream_request(
             s.req_header(),
             &target,
-            self.drop_header,
+            &ctx.rec.path,
+            &self.strip,
             &ctx.rec.request_id,
             body.len(),
         ) {

@@ -1,8 +1,7 @@
 //! Taking a request in: reading its body within the limit, waiting for a
-//! limiter slot, checking the client token, noticing a client that leaves.
+//! limiter slot, noticing a client that leaves.
 
 use super::{Ctx, Handled};
-use crate::headers;
 use crate::limits::Limiter;
 use crate::outcome::ErrorClass;
 use crate::telemetry;
@@ -104,54 +103,5 @@ pub(super) async fn acquire(
     tokio::select! {
         r = limiter.acquire(wait) => r.map_err(|_| Slot::Rejected),
         e = client_gone(s) => Err(Slot::ClientGone(e)),
-    }
-}
-
-/// The client token the request presents, if it is one of ours; returns the
-/// header it came in so it is never forwarded.
-pub(super) fn authorized(
-    h: &http::HeaderMap,
-    tokens: &[crate::config::Secret],
-) -> Option<&'static str> {
-    headers::client_credentials(h).find_map(|(name, presented)| {
-        tokens
-            .iter()
-            .any(|t| constant_time_eq(t.expose().as_bytes(), presented.as_bytes()))
-            .then_some(name)
-    })
-}
-
-/// Comparison whose time does not depend on where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_eq_works() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-    }
-
-    #[test]
-    fn client_token_is_matched_in_either_header() {
-        let tokens = vec![crate::config::Secret::new("tok".into())];
-        let mut h = http::HeaderMap::new();
-        h.insert("authorization", "Bearer tok".parse().unwrap());
-        assert_eq!(authorized(&h, &tokens), Some("authorization"));
-        let mut h = http::HeaderMap::new();
-        h.insert("x-api-key", "tok".parse().unwrap());
-        assert_eq!(authorized(&h, &tokens), Some("x-api-key"));
-        let mut h = http::HeaderMap::new();
-        h.insert("x-api-key", "nope".parse().unwrap());
-        assert_eq!(authorized(&h, &tokens), None);
-        assert_eq!(authorized(&http::HeaderMap::new(), &tokens), None);
     }
 }

@@ -1,6 +1,6 @@
-//! The request path (SPEC §3): route, authenticate, read the body, take a
-//! limiter slot, then try providers in order until one answers in a way the
-//! client should see.
+//! The request path (SPEC §3): normalise the path, route, authenticate,
+//! read the body, take a limiter slot, then try providers in order until one
+//! answers in a way the client should see.
 //!
 //! steadfast drives upstream connections itself (Pingora's transport
 //! connector and HTTP/1 client) instead of using Pingora's proxy phases,
@@ -20,13 +20,15 @@ pub use reply::respond_local;
 
 use crate::app::App;
 use crate::config::Api;
+use crate::credentials;
 use crate::dialect::{self, LocalError};
 use crate::headers;
 use crate::outcome::ErrorClass;
 use crate::record::RequestRecord;
+use crate::routing;
 use crate::telemetry;
 use attempts::Attempts;
-use intake::{acquire, authorized, left_while_queued, read_body, BodyError, Slot};
+use intake::{acquire, left_while_queued, read_body, BodyError, Slot};
 use pingora_error::Error;
 use pingora_proxy::Session;
 use std::time::Instant;
@@ -103,9 +105,24 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     let req = s.req_header();
     ctx.rec.request_id = headers::request_id(req);
     ctx.rec.method = req.method.to_string();
-    ctx.rec.path = req.uri.path().to_string();
+
+    // Routes are matched against, and providers sent, the normalised path
+    // only (SPEC §9); the access log records it too.
+    let raw_path = req.uri.path();
+    match crate::path::normalise(raw_path) {
+        Ok(p) => ctx.rec.path = p.into_owned(),
+        Err(e) => {
+            ctx.api = dialect::guess_api(raw_path, req.headers.contains_key("x-api-key"));
+            ctx.rec.path = raw_path.to_string();
+            let msg = format!("invalid request path: {e}");
+            return respond_local(s, ctx, LocalError::BadRequest, &msg, None).await;
+        }
+    }
 
     let Some(route) = rt.route_for(&ctx.rec.path) else {
+        if routing::is_liveness_probe(&req.method, &ctx.rec.path) {
+            return reply::respond_probe(s, ctx).await;
+        }
         ctx.api = dialect::guess_api(&ctx.rec.path, req.headers.contains_key("x-api-key"));
         let msg = format!("no route for path {}", ctx.rec.path);
         return respond_local(s, ctx, LocalError::NoRoute, &msg, None).await;
@@ -113,19 +130,18 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     ctx.api = route.settings.api;
     ctx.rec.route = Some(route.settings.name.clone());
 
-    let drop_header = match &rt.config.client_tokens {
-        None => None,
-        Some(tokens) => match authorized(&req.headers, tokens) {
-            Some(h) => Some(h),
-            None => return respond_local(
-                s,
-                ctx,
-                LocalError::Unauthorized,
-                "missing or invalid client token: send it as Authorization: Bearer or x-api-key",
-                None,
-            )
-            .await,
-        },
+    // Headers that carry a client token, whichever they are: none of them
+    // is forwarded (SPEC §9). Found once here, not per attempt.
+    let strip = match &rt.config.client_tokens {
+        None => Vec::new(),
+        Some(tokens) => {
+            if !credentials::authenticated(&req.headers, tokens) {
+                const MSG: &str = "missing or invalid client token: send it as \
+                                   Authorization: Bearer or x-api-key";
+                return respond_local(s, ctx, LocalError::Unauthorized, MSG, None).await;
+            }
+            credentials::carrying_tokens(&req.headers, tokens)
+        }
     };
 
     let max_body = rt.config.limits.max_body_bytes;
@@ -160,7 +176,7 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     ctx._inflight = Some(telemetry::InflightGuard::new());
 
     let meta = crate::body::RequestMeta::parse(&body);
-    Attempts::new(app, &rt, route, body, meta, drop_header)
+    Attempts::new(app, &rt, route, body, meta, strip)
         .run(s, ctx)
         .await
 }

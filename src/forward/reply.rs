@@ -53,6 +53,34 @@ pub async fn respond_local(
     write_whole(s, ctx, resp, body).await
 }
 
+/// Answer a bare `GET /` or `HEAD /` that no route claims (see
+/// [`crate::routing::is_liveness_probe`]): 200, no provider contacted, a
+/// success, so the probes clients send on start do not read as errors.
+pub(super) async fn respond_probe(s: &mut Session, ctx: &mut Ctx) -> Handled {
+    const BODY: &[u8] = b"steadfast\n";
+    ctx.rec.status = 200;
+    ctx.rec.class = None;
+    let resp = match probe_header(&ctx.rec.request_id, BODY.len()) {
+        Ok(r) => r,
+        Err(e) => return Handled::Abort(e),
+    };
+    // HEAD: the same header, no body (RFC 9110 §9.3.2).
+    let body = if s.req_header().method == http::Method::HEAD {
+        Bytes::new()
+    } else {
+        Bytes::from_static(BODY)
+    };
+    write_whole(s, ctx, resp, body).await
+}
+
+fn probe_header(request_id: &str, len: usize) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(200, Some(6))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
+    headers::stamp(&mut resp, request_id, "none", 0, None)?;
+    Ok(resp)
+}
+
 fn local_header(
     kind: LocalError,
     request_id: &str,
@@ -87,5 +115,15 @@ mod tests {
         assert_eq!(h.headers["x-steadfast-error-class"], "concurrency");
         assert_eq!(h.headers["x-steadfast-provider"], "none");
         assert_eq!(h.headers["x-request-id"], "rid");
+    }
+
+    #[test]
+    fn probe_header_is_a_plain_success() {
+        let h = probe_header("rid", 10).unwrap();
+        assert_eq!(h.status.as_u16(), 200);
+        assert_eq!(h.headers["content-length"], "10");
+        assert_eq!(h.headers["x-steadfast-provider"], "none");
+        assert_eq!(h.headers["x-steadfast-attempts"], "0");
+        assert!(h.headers.get("x-steadfast-error-class").is_none());
     }
 }

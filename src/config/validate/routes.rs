@@ -36,6 +36,13 @@ pub(super) fn routes(
         for (j, p) in r.paths.iter().enumerate() {
             if !p.starts_with('/') {
                 errs.push(format!("{path}.paths[{j}]"), "must start with '/'");
+            } else if crate::path::normalise(p).map_or(true, |n| n != p.as_str()) {
+                // Requests are matched after normalisation: this would never match.
+                errs.push(
+                    format!("{path}.paths[{j}]"),
+                    "must be a normalised path (no '.', '..' or empty segments, no '\\', \
+                     percent-encoding only where needed, in upper-case hex)",
+                );
             }
         }
         let strategy = match r.strategy.as_deref() {

@@ -133,6 +133,27 @@ routes:
 }
 
 #[test]
+fn route_paths_must_be_normalised() {
+    let yaml = r#"
+providers: [{ name: a, api: anthropic, base_url: "http://127.0.0.1:1" }]
+routes:
+  - { name: r, paths: ["/", "/v1/", "/v1/messages", "/v1/a%3Ab", "/v1/./x", "/v1/../x", "//v1", "/v1/%6d", "/v1%2fx"], providers: [a] }
+"#;
+    let errs = check(yaml).unwrap_err();
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "routes[0].paths[4]",
+            "routes[0].paths[5]",
+            "routes[0].paths[6]",
+            "routes[0].paths[7]",
+            "routes[0].paths[8]"
+        ]
+    );
+}
+
+#[test]
 fn client_auth_without_tokens_fails_closed() {
     let yaml = r#"
 providers: [{ name: a, api: anthropic, base_url: "http://127.0.0.1:1" }]

@@ -14,6 +14,7 @@ mod attempts;
 mod intake;
 mod relay;
 mod reply;
+mod websocket;
 
 pub use reply::respond_local;
 
@@ -123,6 +124,17 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
         },
     };
 
+    let upgrade = match websocket::classify(s.req_header()) {
+        websocket::Upgrade::None => None,
+        websocket::Upgrade::WebSocket(v) => {
+            ctx.rec.websocket = Some(Default::default());
+            Some(v)
+        }
+        websocket::Upgrade::Unsupported(msg) => {
+            return respond_local(s, ctx, LocalError::BadRequest, msg, None).await;
+        }
+    };
+
     let max_body = rt.config.limits.max_body_bytes;
     let body = match read_body(s, max_body).await {
         Ok(b) => b,
@@ -155,6 +167,7 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     ctx._inflight = Some(telemetry::InflightGuard::new());
 
     Attempts::new(app, &rt, route, body, drop_header)
+        .websocket(upgrade)
         .run(s, ctx)
         .await
 }

@@ -30,3 +30,4 @@ pub mod sse;
 pub mod stats;
 pub mod telemetry;
 pub mod tokens;
+pub mod tunnel;

@@ -15,6 +15,7 @@ use crate::app::Runtime;
 use crate::health::ProviderState;
 use crate::outcome::{AttemptResult, ErrorClass, RequestOutcome};
 use crate::record::{RequestRecord, Usage};
+use crate::tunnel::Direction;
 use arc_swap::ArcSwap;
 use once_cell::sync::Lazy;
 use prometheus::{
@@ -224,6 +225,9 @@ pub struct Metrics {
     stream_interruptions: IntCounterVec,
     tokens: IntCounterVec,
     config_reloads: IntCounterVec,
+    websocket_sessions: IntCounterVec,
+    websocket_open: IntGaugeVec,
+    websocket_bytes: IntCounterVec,
     routes: NameCache<RouteHandles>,
     providers: NameCache<ProviderHandles>,
     models: BoundedLabels,
@@ -391,6 +395,24 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
+        let websocket_sessions = counter_vec(
+            &r,
+            "steadfast_websocket_sessions_total",
+            "WebSocket upgrade requests by how they ended: failed (no tunnel), or how the tunnel ended.",
+            &["route", "result"],
+        )?;
+        let websocket_open = gauge_vec(
+            &r,
+            "steadfast_websocket_open_sessions",
+            "WebSocket tunnels open now.",
+            &["route"],
+        )?;
+        let websocket_bytes = counter_vec(
+            &r,
+            "steadfast_websocket_bytes_total",
+            "Bytes relayed through WebSocket tunnels, as they move.",
+            &["route", "direction"],
+        )?;
         for scope in ["global", "provider"] {
             limiter_rejections.with_label_values(&[scope]);
         }
@@ -421,6 +443,9 @@ impl Metrics {
             stream_interruptions,
             tokens,
             config_reloads,
+            websocket_sessions,
+            websocket_open,
+            websocket_bytes,
             routes: NameCache::new(),
             providers: NameCache::new(),
             models: BoundedLabels::new(MAX_MODELS),
@@ -479,7 +504,7 @@ impl Metrics {
         let route = rec.route.as_deref().unwrap_or(NO_ROUTE);
         let h = self.route(route);
         h.requests[outcome_index(outcome(rec))].inc();
-        h.duration.observe(rec.duration().as_secs_f64());
+        h.duration.observe(rec.response_duration().as_secs_f64());
         h.overhead.observe(rec.overhead().as_secs_f64());
         // Counted from the attempt chain: every attempt followed by another
         // is exactly one failover, whatever path the loop took.
@@ -490,6 +515,11 @@ impl Metrics {
                     .inc();
             }
         }
+        if let Some(ws) = &rec.websocket {
+            self.websocket_sessions
+                .with_label_values(&[route, ws.result()])
+                .inc();
+        }
         if !rec.usage.is_empty() {
             let provider = rec.provider.as_deref().unwrap_or(NO_PROVIDER);
             let model = rec
@@ -497,6 +527,18 @@ impl Metrics {
                 .as_deref()
                 .map_or(UNKNOWN_MODEL, |m| self.models.label(m));
             self.add_tokens(provider, model, &rec.usage);
+        }
+    }
+
+    /// A WebSocket tunnel opened on `route`: counted open until the handle
+    /// is dropped, and its bytes counted as they move.
+    pub fn websocket_opened(&self, route: &str) -> OpenTunnel {
+        let open = self.websocket_open.with_label_values(&[route]);
+        open.inc();
+        OpenTunnel {
+            open,
+            bytes: [Direction::FromClient, Direction::FromUpstream]
+                .map(|d| self.websocket_bytes.with_label_values(&[route, d.as_str()])),
         }
     }
 
@@ -541,6 +583,7 @@ impl Metrics {
         for r in &rt.routes {
             let name = r.settings.name.as_str();
             self.route(name);
+            self.websocket_open.with_label_values(&[name]);
             let available = r
                 .settings
                 .providers
@@ -555,6 +598,29 @@ impl Metrics {
         let mut out = Vec::with_capacity(16 * 1024);
         TextEncoder::new().encode(&families, &mut out)?;
         Ok(out)
+    }
+}
+
+/// One open WebSocket tunnel in the metrics.
+pub struct OpenTunnel {
+    open: IntGauge,
+    /// In `Direction` order: from the client, from the provider.
+    bytes: [IntCounter; 2],
+}
+
+impl OpenTunnel {
+    pub fn count(&self, dir: Direction, n: u64) {
+        let i = match dir {
+            Direction::FromClient => 0,
+            Direction::FromUpstream => 1,
+        };
+        self.bytes[i].inc_by(n);
+    }
+}
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.open.dec();
     }
 }
 
@@ -745,6 +811,58 @@ mod tests {
         );
         assert!(
             t.contains("steadfast_requests_total{outcome=\"upstream_error\",route=\"messages\"} 1"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn websocket_sessions_are_counted_by_result_and_open_tunnels_by_gauge() {
+        let m = Metrics::new().unwrap();
+        let open = m.websocket_opened("rt");
+        open.count(Direction::FromClient, 5);
+        open.count(Direction::FromUpstream, 7);
+        assert!(text(&m).contains("steadfast_websocket_open_sessions{route=\"rt\"} 1"));
+        drop(open);
+        let mut tunnelled = rec(Some("rt"), &[("p1", AttemptResult::Success)], None);
+        // A ten-second session whose handshake took 3 ms.
+        tunnelled.started = Instant::now() - Duration::from_secs(10);
+        tunnelled.ttfb = Some(Duration::from_millis(3));
+        tunnelled.websocket = Some(crate::record::WebSocketRecord {
+            end: Some(crate::tunnel::TunnelEnd::IdleTimeout),
+            ..Default::default()
+        });
+        m.request_finished(&tunnelled);
+        let mut refused = rec(Some("rt"), &[], Some(ErrorClass::Network));
+        refused.websocket = Some(Default::default());
+        m.request_finished(&refused);
+        let t = text(&m);
+        assert!(
+            t.contains("steadfast_websocket_open_sessions{route=\"rt\"} 0"),
+            "{t}"
+        );
+        assert!(
+            t.contains("steadfast_websocket_bytes_total{direction=\"from_client\",route=\"rt\"} 5"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "steadfast_websocket_bytes_total{direction=\"from_upstream\",route=\"rt\"} 7"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "steadfast_websocket_sessions_total{result=\"idle_timeout\",route=\"rt\"} 1"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("steadfast_websocket_sessions_total{result=\"failed\",route=\"rt\"} 1"),
+            "{t}"
+        );
+        // The tunnel's request duration is its handshake, not the session.
+        assert!(
+            t.contains("steadfast_request_duration_seconds_bucket{route=\"rt\",le=\"0.005\"} 2"),
             "{t}"
         );
     }

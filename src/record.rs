@@ -2,6 +2,7 @@
 //! consumed once at the end by logs, metrics and stats.
 
 use crate::outcome::{AttemptResult, ErrorClass, RequestOutcome};
+use crate::tunnel::TunnelEnd;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -32,6 +33,27 @@ impl Usage {
     }
 }
 
+/// A WebSocket upgrade request: whether it became a tunnel, and how that
+/// tunnel ended.
+#[derive(Debug, Clone, Default)]
+pub struct WebSocketRecord {
+    /// How the tunnel ended; `None` when none was established.
+    pub end: Option<TunnelEnd>,
+    /// Key-free description of what broke, when a side did.
+    pub detail: Option<String>,
+    pub from_client: u64,
+    pub from_upstream: u64,
+    /// From the client's 101 to the end of the tunnel.
+    pub open_for: Duration,
+}
+
+impl WebSocketRecord {
+    /// The `result` label of `steadfast_websocket_sessions_total`.
+    pub fn result(&self) -> &'static str {
+        self.end.map_or("failed", TunnelEnd::as_str)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RequestRecord {
     pub request_id: String,
@@ -56,6 +78,8 @@ pub struct RequestRecord {
     pub rejected_scope: Option<&'static str>,
     pub model: Option<String>,
     pub usage: Usage,
+    /// Set for WebSocket upgrade requests.
+    pub websocket: Option<WebSocketRecord>,
     pub finished: Option<Instant>,
 }
 
@@ -77,6 +101,7 @@ impl RequestRecord {
             rejected_scope: None,
             model: None,
             usage: Usage::default(),
+            websocket: None,
             finished: None,
         }
     }
@@ -85,6 +110,16 @@ impl RequestRecord {
         self.finished
             .unwrap_or_else(Instant::now)
             .saturating_duration_since(self.started)
+    }
+
+    /// How long the client waited for its response: the whole request,
+    /// except for a WebSocket tunnel, whose response is its 101 (the
+    /// session after it can last an hour and says nothing about latency).
+    pub fn response_duration(&self) -> Duration {
+        match (&self.websocket, self.ttfb) {
+            (Some(ws), Some(handshake)) if ws.end.is_some() => handshake,
+            _ => self.duration(),
+        }
     }
 
     /// Time spent in steadfast itself.

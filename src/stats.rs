@@ -189,8 +189,10 @@ impl Stats {
                 slot.fetch_add(n, Ordering::Relaxed);
             }
         }
-        self.window
-            .record(rec.finished.unwrap_or_else(Instant::now), rec.duration());
+        self.window.record(
+            rec.finished.unwrap_or_else(Instant::now),
+            rec.response_duration(),
+        );
     }
 
     /// The `/stats` JSON for the current runtime.

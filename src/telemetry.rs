@@ -133,6 +133,17 @@ pub fn provider_transition(provider: &str, t: &Transition) {
     }
 }
 
+/// A WebSocket tunnel opened: logged now (a session can last an hour
+/// before its access log line), counted open while the handle lives.
+pub fn websocket_opened(rec: &RequestRecord, provider: &str) -> metrics::OpenTunnel {
+    event(Level::Info, "websocket_opened")
+        .field("request_id", rec.request_id.as_str())
+        .opt("route", rec.route.as_deref())
+        .field("provider", provider)
+        .emit();
+    metrics::global().websocket_opened(rec.route.as_deref().unwrap_or(metrics::NO_ROUTE))
+}
+
 /// A config reload finished: `success` is false when the new file was
 /// rejected and the last good config keeps serving. The caller logs it.
 pub fn config_reloaded(success: bool) {
@@ -161,7 +172,8 @@ fn access_log(rec: &RequestRecord, settings: &LogSettings) {
     let log_it = match settings.access_log {
         AccessLog::Off => false,
         AccessLog::All => true,
-        AccessLog::ErrorsAndSlow => is_error || duration >= settings.slow,
+        // A WebSocket session is long by nature; slow means a slow 101.
+        AccessLog::ErrorsAndSlow => is_error || rec.response_duration() >= settings.slow,
     };
     if !log_it {
         return;
@@ -202,6 +214,18 @@ fn access_log(rec: &RequestRecord, settings: &LogSettings) {
         .field("duration_ms", ms(duration))
         .opt("ttfb_ms", rec.ttfb.map(ms))
         .opt("model", rec.model.as_deref());
+    if let Some(ws) = &rec.websocket {
+        e = e.field(
+            "websocket",
+            serde_json::json!({
+                "result": ws.result(),
+                "detail": ws.detail,
+                "open_ms": ms(ws.open_for),
+                "bytes_from_client": ws.from_client,
+                "bytes_from_upstream": ws.from_upstream,
+            }),
+        );
+    }
     if !rec.usage.is_empty() {
         e = e.field(
             "tokens",

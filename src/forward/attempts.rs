@@ -78,6 +78,9 @@ pub(super) struct Attempts<'a> {
     /// upstream session cannot know (the request went out as raw bytes), so
     /// its body is never read and its connection never pooled.
     pub(super) head_request: bool,
+    /// The client's `Upgrade` value when the request is a WebSocket
+    /// handshake: a 101 then opens a tunnel ([`super::websocket`]).
+    pub(super) upgrade: Option<http::HeaderValue>,
 }
 
 impl<'a> Attempts<'a> {
@@ -120,7 +123,14 @@ impl<'a> Attempts<'a> {
             failures: Vec::new(),
             held: None,
             head_request: false,
+            upgrade: None,
         }
+    }
+
+    /// Make the attempts a WebSocket handshake with this `Upgrade` value.
+    pub(super) fn websocket(mut self, upgrade: Option<http::HeaderValue>) -> Self {
+        self.upgrade = upgrade;
+        self
     }
 
     pub(super) async fn run(mut self, s: &mut Session, ctx: &mut Ctx) -> Handled {
@@ -304,15 +314,24 @@ impl<'a> Attempts<'a> {
             path_prefix: &p.settings.upstream.path_prefix,
             key: p.key_header(),
         };
+        // A WebSocket handshake may carry a key as a subprotocol.
+        let ws_request = self.upgrade.as_ref().and_then(|_| {
+            super::websocket::without_key_subprotocol(s.req_header(), target.key.is_some())
+        });
         // The access log's path is the normalised one that goes upstream.
-        let up_head = match headers::upstream_request(
-            s.req_header(),
+        let built = headers::upstream_request(
+            ws_request.as_ref().unwrap_or(s.req_header()),
             &target,
             &ctx.rec.path,
             &self.strip,
             &ctx.rec.request_id,
             body.len(),
-        ) {
+        )
+        .and_then(|head| match &self.upgrade {
+            Some(upgrade) => super::websocket::with_upgrade(head, upgrade),
+            None => Ok(head),
+        });
+        let up_head = match built {
             Ok(r) => r,
             Err(e) => {
                 let detail = format!("cannot build upstream request: {}", describe(&e));
@@ -422,6 +441,24 @@ impl<'a> Attempts<'a> {
         let status = head.status.as_u16();
         t.status = Some(status);
         t.upstream_request_id = headers::upstream_request_id(&head.headers);
+        if status == 101 {
+            if self.upgrade.is_some() {
+                drop((up_head, body));
+                // Boxed: a tunnel's state must not enlarge every request's.
+                return Box::pin(self.tunnel(s, ctx, t, up, head)).await;
+            }
+            // Switching protocols on a request that asked for no switch:
+            // what follows is not HTTP, and relaying it would hang the client.
+            let detail = "101 Switching Protocols to a request that asked for no upgrade".into();
+            return self.fail(
+                ctx,
+                &t,
+                Failed::new(ErrorClass::Network, false),
+                detail,
+                None,
+                None,
+            );
+        }
         let class = outcome::classify_status(status);
         let retry_after = match status {
             429 | 503 => crate::health::retry_after(&head.headers, SystemTime::now()),

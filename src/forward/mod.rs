@@ -15,6 +15,7 @@ mod intake;
 mod plan;
 mod relay;
 mod reply;
+mod websocket;
 
 pub use reply::respond_local;
 
@@ -144,6 +145,17 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
         }
     };
 
+    let upgrade = match websocket::classify(s.req_header()) {
+        websocket::Upgrade::None => None,
+        websocket::Upgrade::WebSocket(v) => {
+            ctx.rec.websocket = Some(Default::default());
+            Some(v)
+        }
+        websocket::Upgrade::Unsupported(msg) => {
+            return respond_local(s, ctx, LocalError::BadRequest, msg, None).await;
+        }
+    };
+
     let max_body = rt.config.limits.max_body_bytes;
     let body = match read_body(s, max_body).await {
         Ok(b) => b,
@@ -177,6 +189,7 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
 
     let meta = crate::body::RequestMeta::parse(&body);
     Attempts::new(app, &rt, route, body, meta, strip)
+        .websocket(upgrade)
         .run(s, ctx)
         .await
 }

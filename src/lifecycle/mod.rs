@@ -25,6 +25,10 @@ use tokio::sync::broadcast;
 
 /// How long no request may be in flight before a draining process exits.
 const QUIET_WINDOW: Duration = Duration::from_millis(150);
+/// WebSocket tunnels never finish on their own: they are closed this long
+/// before the drain deadline, so that they end cleanly, with their access
+/// log lines, before the process exits.
+const TUNNEL_CLOSE_LEAD: Duration = Duration::from_millis(300);
 
 pub struct Signals {
     pub app: Arc<App>,
@@ -138,6 +142,8 @@ fn spawn_drain_watch(app: Arc<App>, mut phases: broadcast::Receiver<ExecutionPha
                 }
             }
             let limit = app.runtime().config.server.shutdown_timeout;
+            let close_tunnels_at = limit.saturating_sub(TUNNEL_CLOSE_LEAD);
+            let mut tunnels_closed = false;
             let start = Instant::now();
             // A connection accepted just before the listener closed is not a
             // request yet (its header is still being read), so one sample of
@@ -156,6 +162,10 @@ fn spawn_drain_watch(app: Arc<App>, mut phases: broadcast::Receiver<ExecutionPha
                         false
                     }
                 };
+                if !tunnels_closed && start.elapsed() >= close_tunnels_at {
+                    crate::tunnel::close_all();
+                    tunnels_closed = true;
+                }
                 if quiet || start.elapsed() >= limit {
                     event(Level::Info, "shutdown")
                         .field("mode", "graceful")

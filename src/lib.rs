@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod dialect;
+pub mod edge;
 pub mod forward;
 pub mod headers;
 pub mod health;

@@ -10,6 +10,13 @@ use std::collections::HashSet;
 /// so tests do not have to mutate the process environment.
 pub type EnvLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
 
+/// Smallest `limits.max_header_bytes`: below this, ordinary SDK requests
+/// (user agent, auth, beta flags) would be refused.
+const MIN_HEADER_BYTES: u64 = 1024;
+/// Largest `limits.max_header_bytes`: Pingora's own HTTP/1 head cap (1 MiB)
+/// is the hard ceiling anyway.
+const MAX_HEADER_BYTES: u64 = 1024 * 1024;
+
 struct Errors(Vec<ConfigError>);
 
 impl Errors {
@@ -52,6 +59,15 @@ pub fn validate(
         errs.push("limits.max_body_bytes", "must be at least 1");
     }
     let max_body_bytes = usize::try_from(l.max_body_bytes).unwrap_or(usize::MAX);
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&l.max_header_bytes) {
+        errs.push(
+            "limits.max_header_bytes",
+            format!("must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES} (1 MiB)"),
+        );
+    }
+    if l.header_timeout_ms == 0 {
+        errs.push("limits.header_timeout_ms", "must be at least 1");
+    }
 
     check_timeouts(&mut errs, "timeouts", &f.timeouts);
 
@@ -273,6 +289,9 @@ pub fn validate(
             max_inflight: l.max_inflight,
             queue_timeout: ms(l.queue_timeout_ms),
             max_body_bytes,
+            // In range: checked above.
+            max_header_bytes: l.max_header_bytes as usize,
+            header_timeout: ms(l.header_timeout_ms),
         },
         retry: RetrySettings {
             max_attempts: f.retry.max_attempts,
@@ -629,6 +648,30 @@ logging: { format: xml }
             .find(|e| e.path == "providers[0].api_key_env")
             .unwrap();
         assert!(e.reason.contains("MISSING_KEY"));
+    }
+
+    #[test]
+    fn header_limits_are_typed_and_bounded() {
+        let c = check(GOOD).unwrap();
+        assert_eq!(c.limits.max_header_bytes, 65536);
+        assert_eq!(c.limits.header_timeout, ms(10_000));
+        let c = check(&format!(
+            "limits: {{ max_header_bytes: 1024, header_timeout_ms: 250 }}\n{GOOD}"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.max_header_bytes, 1024);
+        assert_eq!(c.limits.header_timeout, ms(250));
+        assert!(check(&format!("limits: {{ max_header_bytes: 1048576 }}\n{GOOD}")).is_ok());
+        for bad in [
+            "max_header_bytes: 1023",
+            "max_header_bytes: 1048577",
+            "header_timeout_ms: 0",
+        ] {
+            let errs = check(&format!("limits: {{ {bad} }}\n{GOOD}")).unwrap_err();
+            let key = bad.split(':').next().unwrap();
+            assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+            assert_eq!(errs[0].path, format!("limits.{key}"), "{bad}");
+        }
     }
 
     #[test]

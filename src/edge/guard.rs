@@ -72,8 +72,6 @@ pub struct HeadLimits {
 #[derive(Debug, Default)]
 struct Watch {
     scan: HeadScan,
-    /// Its end has been read; Pingora is parsing it.
-    ended: bool,
     /// No byte of it read yet.
     fresh: bool,
     api_hint: Option<Api>,
@@ -100,7 +98,6 @@ impl Watch {
             self.api_hint = Some(scan::api_hint(rest));
         }
         if self.scan.feed(got).is_some() {
-            self.ended = true;
             return;
         }
         // The head spans reads (the slow path): its clock starts, and what
@@ -112,8 +109,9 @@ impl Watch {
         }
     }
 
-    /// Whether the head is late. Its clock starts when a read of it first
-    /// has to wait (a head that arrives whole needs no timer).
+    /// Whether the head is late. Its clock runs from the first read that
+    /// did not complete it; the timer is set only when a read has to wait,
+    /// so a head that arrives whole costs none.
     fn late(&mut self, cx: &mut Context<'_>, timeout: Duration) -> bool {
         if self.fresh {
             // Idle between requests: Pingora's keep-alive timeout applies.
@@ -205,13 +203,16 @@ fn gone() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "connection handed back")
 }
 
+/// Starts the error Pingora gets (and logs) for a refused head.
+pub const REFUSAL: &str = "request head refused by steadfast";
+
 fn refused_error(kind: Refused) -> io::Error {
     let why = match kind {
-        Refused::TooLarge => "request head over limits.max_header_bytes",
-        Refused::Timeout => "request head not complete within limits.header_timeout_ms",
-        Refused::Malformed => "request head refused",
+        Refused::TooLarge => "over limits.max_header_bytes",
+        Refused::Timeout => "not complete within limits.header_timeout_ms",
+        Refused::Malformed => "malformed",
     };
-    io::Error::new(io::ErrorKind::InvalidData, why)
+    io::Error::new(io::ErrorKind::InvalidData, format!("{REFUSAL}: {why}"))
 }
 
 /// Whether Pingora is writing its own `400 Bad Request` (the status line
@@ -236,7 +237,9 @@ impl AsyncRead for HeadGuard {
         let watch = match &mut this.phase {
             Phase::Body => return Pin::new(inner).poll_read(cx, buf),
             Phase::Refused(r) => return Poll::Ready(Err(refused_error(r.kind))),
-            Phase::Head(w) if w.ended => return Pin::new(inner).poll_read(cx, buf),
+            // Still counted after the empty line that ends it: Pingora reads
+            // again before handing the request on only if its parser did not
+            // see the end there, and then the head goes on.
             Phase::Head(w) => w,
         };
         let limits = this.limits;
@@ -439,5 +442,186 @@ impl Peek for HeadGuard {
             Some(s) => s.try_peek(buf).await,
             None => Err(gone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    fn guard(max_bytes: usize, timeout_ms: u64) -> (HeadGuard, DuplexStream, Handback) {
+        let (server, client) = duplex(1 << 20);
+        let handback: Handback = Arc::new(Mutex::new(None));
+        let limits = HeadLimits {
+            max_bytes,
+            timeout: Duration::from_millis(timeout_ms),
+        };
+        let g = HeadGuard::new(Box::new(server), limits, handback.clone(), b"");
+        (g, client, handback)
+    }
+
+    fn taken(h: &Handback) -> Option<(Stream, Refusal)> {
+        h.lock().unwrap().take()
+    }
+
+    /// Read everything available now (the duplex holds what was written).
+    async fn drain(g: &mut HeadGuard, want: usize) -> io::Result<usize> {
+        let mut buf = vec![0u8; 4096];
+        let mut total = 0;
+        while total < want {
+            total += g.read(&mut buf).await?;
+        }
+        Ok(total)
+    }
+
+    #[tokio::test]
+    async fn a_head_over_the_limit_fails_the_next_read_and_is_handed_back() {
+        let (mut g, mut c, hb) = guard(64, 10_000);
+        let mut head = b"POST /v1/messages?k=s HTTP/1.1\r\nx: ".to_vec();
+        head.extend_from_slice(&[b'a'; 100]);
+        c.write_all(&head).await.unwrap();
+        // The read that crosses the limit still delivers its bytes...
+        assert_eq!(drain(&mut g, head.len()).await.unwrap(), head.len());
+        // ...the next one fails, and keeps failing.
+        assert_eq!(
+            g.read(&mut [0u8; 8]).await.unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert!(g.read(&mut [0u8; 8]).await.is_err());
+        // Pingora's answer and shutdown do not reach the client.
+        g.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            .await
+            .unwrap();
+        g.flush().await.unwrap();
+        Shutdown::shutdown(&mut g).await;
+        assert!(taken(&hb).is_none(), "handed back only once dropped");
+        drop(g);
+        let (mut s, r) = taken(&hb).expect("handed back");
+        assert_eq!(r.kind, Refused::TooLarge);
+        assert_eq!(r.method.as_deref(), Some("POST"));
+        assert_eq!(r.path.as_deref(), Some("/v1/messages"));
+        assert_eq!(r.api_hint, Some(Api::Anthropic));
+        s.write_all(b"ours").await.unwrap();
+        s.flush().await.unwrap();
+        let mut got = [0u8; 4];
+        c.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ours");
+    }
+
+    #[tokio::test]
+    async fn bytes_after_the_end_of_a_head_do_not_count() {
+        let (mut g, mut c, hb) = guard(64, 10_000);
+        // A body far over the limit, with no empty line in it, read
+        // together with the head: only the head counts.
+        let mut bytes = b"POST / HTTP/1.1\r\nh: v\r\n\r\n".to_vec();
+        bytes.extend_from_slice(&[b'b'; 5000]);
+        c.write_all(&bytes).await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        assert_eq!(g.read(&mut buf).await.unwrap(), bytes.len());
+        // Pingora parsed it; the request path takes it and reads the body.
+        g.accept();
+        c.write_all(&[b'b'; 5000]).await.unwrap();
+        assert_eq!(drain(&mut g, 5000).await.unwrap(), 5000);
+        drop(g);
+        assert!(taken(&hb).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_head_read_on_past_its_empty_line_is_still_watched() {
+        // Only if Pingora's parser disagreed about the end would it read on
+        // before handing the request over; the head is then still counted.
+        let (mut g, mut c, _hb) = guard(64, 10_000);
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        drain(&mut g, 18).await.unwrap();
+        c.write_all(&[b'x'; 100]).await.unwrap();
+        drain(&mut g, 100).await.unwrap();
+        assert!(g.read(&mut [0u8; 8]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_accepted_head_is_not_watched_and_rearming_watches_the_next() {
+        let (mut g, mut c, _hb) = guard(64, 10_000);
+        // A head whose end the guard did not see (it came with the previous
+        // request): the request path accepts it.
+        c.write_all(b"h: v\r\n").await.unwrap();
+        drain(&mut g, 6).await.unwrap();
+        g.accept();
+        c.write_all(&[b'b'; 5000]).await.unwrap();
+        assert_eq!(drain(&mut g, 5000).await.unwrap(), 5000);
+        g.arm(g.limits);
+        c.write_all(&[b'c'; 100]).await.unwrap();
+        drain(&mut g, 100).await.unwrap();
+        assert!(g.read(&mut [0u8; 8]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_head_that_stalls_times_out_but_an_idle_connection_does_not() {
+        let (mut g, mut c, hb) = guard(65536, 100);
+        // Idle before any byte: Pingora's keep-alive timeout applies, not
+        // the head's.
+        let idle = tokio::time::timeout(Duration::from_millis(300), g.read(&mut [0u8; 8])).await;
+        assert!(idle.is_err(), "an idle connection must not time out");
+        c.write_all(b"GET /v1/chat/completions HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        drain(&mut g, 35).await.unwrap();
+        let started = Instant::now();
+        let e = g.read(&mut [0u8; 8]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(g);
+        let (_, r) = taken(&hb).unwrap();
+        assert_eq!(r.kind, Refused::Timeout);
+        assert_eq!(r.api_hint, Some(Api::OpenAi));
+    }
+
+    #[tokio::test]
+    async fn pingoras_own_400_is_replaced_and_other_answers_pass() {
+        let (mut g, mut c, hb) = guard(65536, 10_000);
+        let head = b"GET /v1/messages HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n";
+        c.write_all(head).await.unwrap();
+        drain(&mut g, head.len()).await.unwrap();
+        g.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        drop(g);
+        let (_, r) = taken(&hb).unwrap();
+        assert_eq!(r.kind, Refused::Malformed);
+        // Not copied for a head that arrived whole, but its dialect is known.
+        assert_eq!(r.path, None);
+        assert_eq!(r.api_hint, Some(Api::Anthropic));
+
+        let (mut g, mut c, hb) = guard(65536, 10_000);
+        c.write_all(b"CONNECT x:1 HTTP/1.1\r\n\r\n").await.unwrap();
+        drain(&mut g, 24).await.unwrap();
+        let answer = b"HTTP/1.1 405 Method Not Allowed\r\n\r\n";
+        g.write_all(answer).await.unwrap();
+        g.flush().await.unwrap();
+        let mut got = vec![0u8; answer.len()];
+        c.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, answer);
+        drop(g);
+        assert!(taken(&hb).is_none());
+    }
+
+    #[tokio::test]
+    async fn bytes_read_before_the_guard_count_toward_the_first_head() {
+        let (server, mut c) = duplex(1 << 16);
+        let hb: Handback = Arc::new(Mutex::new(None));
+        let limits = HeadLimits {
+            max_bytes: 64,
+            timeout: Duration::from_secs(10),
+        };
+        // 51 bytes before the guard, 20 through it: 71 > 64.
+        let first = [b"POST /v1/messages HTTP/1.1\r\nx: ".as_slice(), &[b'a'; 20]].concat();
+        let mut g = HeadGuard::new(Box::new(server), limits, hb.clone(), &first);
+        c.write_all(&[b'a'; 20]).await.unwrap();
+        drain(&mut g, 20).await.unwrap();
+        assert!(g.read(&mut [0u8; 8]).await.is_err());
+        drop(g);
+        let (_, r) = taken(&hb).unwrap();
+        assert_eq!(r.kind, Refused::TooLarge);
+        assert_eq!(r.path.as_deref(), Some("/v1/messages"));
     }
 }

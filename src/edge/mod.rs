@@ -20,6 +20,7 @@ use crate::app::App;
 use crate::proxy::SteadfastProxy;
 use async_trait::async_trait;
 use bytes::BytesMut;
+pub use guard::REFUSAL;
 use guard::{Handback, HeadGuard, HeadLimits};
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::v2::server::{default_h2_options, H2Options};

@@ -36,6 +36,8 @@ use tokio::io::AsyncReadExt;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The first read of a connection: Pingora's initial request-head buffer.
+/// Not smaller than the connection's read buffer (`server.rs`), so the read
+/// goes straight into this buffer instead of through that one.
 const FIRST_READ: usize = 4096;
 
 /// Idle time allowed between requests on a keep-alive connection (the value

@@ -13,6 +13,10 @@ pub enum LocalError {
     Unauthorized,
     BodyTooLarge,
     BadRequest,
+    /// The request head is over `limits.max_header_bytes`.
+    HeaderTooLarge,
+    /// The request head did not arrive within `limits.header_timeout_ms`.
+    HeaderTimeout,
     Overloaded,
     AllNetwork,
     AllTimeout,
@@ -26,6 +30,8 @@ impl LocalError {
             LocalError::Unauthorized => 401,
             LocalError::BodyTooLarge => 413,
             LocalError::BadRequest => 400,
+            LocalError::HeaderTooLarge => 431,
+            LocalError::HeaderTimeout => 408,
             LocalError::Overloaded => 503,
             LocalError::AllNetwork => 502,
             LocalError::AllTimeout => 504,
@@ -36,9 +42,11 @@ impl LocalError {
     /// The `x-steadfast-error-class` of this answer.
     pub fn class(self) -> ErrorClass {
         match self {
-            LocalError::NoRoute | LocalError::BodyTooLarge | LocalError::BadRequest => {
-                ErrorClass::Request
-            }
+            LocalError::NoRoute
+            | LocalError::BodyTooLarge
+            | LocalError::BadRequest
+            | LocalError::HeaderTooLarge
+            | LocalError::HeaderTimeout => ErrorClass::Request,
             LocalError::Unauthorized => ErrorClass::Auth,
             LocalError::Overloaded => ErrorClass::Concurrency,
             LocalError::AllNetwork => ErrorClass::Network,
@@ -52,7 +60,11 @@ impl LocalError {
             LocalError::NoRoute => "not_found_error",
             LocalError::Unauthorized => "authentication_error",
             LocalError::BodyTooLarge => "request_too_large",
-            LocalError::BadRequest => "invalid_request_error",
+            // Anthropic's own API has no type for these; it answers
+            // framing and header problems as invalid requests.
+            LocalError::BadRequest | LocalError::HeaderTooLarge | LocalError::HeaderTimeout => {
+                "invalid_request_error"
+            }
             LocalError::Overloaded => "overloaded_error",
             LocalError::AllNetwork | LocalError::AllTimeout | LocalError::Internal => "api_error",
         }
@@ -60,9 +72,11 @@ impl LocalError {
 
     fn openai_type(self) -> &'static str {
         match self {
-            LocalError::NoRoute | LocalError::BodyTooLarge | LocalError::BadRequest => {
-                "invalid_request_error"
-            }
+            LocalError::NoRoute
+            | LocalError::BodyTooLarge
+            | LocalError::BadRequest
+            | LocalError::HeaderTooLarge
+            | LocalError::HeaderTimeout => "invalid_request_error",
             LocalError::Unauthorized => "authentication_error",
             LocalError::Overloaded | LocalError::AllNetwork | LocalError::AllTimeout => {
                 "server_error"
@@ -137,6 +151,9 @@ mod tests {
             (LocalError::NoRoute, 404, "not_found_error"),
             (LocalError::Unauthorized, 401, "authentication_error"),
             (LocalError::BodyTooLarge, 413, "request_too_large"),
+            (LocalError::BadRequest, 400, "invalid_request_error"),
+            (LocalError::HeaderTooLarge, 431, "invalid_request_error"),
+            (LocalError::HeaderTimeout, 408, "invalid_request_error"),
             (LocalError::Overloaded, 503, "overloaded_error"),
             (LocalError::AllNetwork, 502, "api_error"),
             (LocalError::AllTimeout, 504, "api_error"),

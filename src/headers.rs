@@ -230,6 +230,11 @@ pub fn request_id(client: &RequestHeader) -> String {
             return v.to_string();
         }
     }
+    new_request_id()
+}
+
+/// A fresh random request id.
+pub fn new_request_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 

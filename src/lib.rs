@@ -9,6 +9,7 @@ pub mod config;
 pub mod credentials;
 pub mod demo;
 pub mod dialect;
+pub mod edge;
 pub mod forward;
 pub mod headers;
 pub mod health;

@@ -158,17 +158,20 @@ fn render(record: &log::Record, format: LogFormat) -> String {
     }
 }
 
-/// Pingora reports the normal wait for an upgrade's socket handoff as an
-/// error; it is routine, so it is shown as info to keep alerts meaningful.
+/// Pingora reports some routine things as errors; they are shown as info
+/// to keep alerts meaningful: the normal wait for an upgrade's socket
+/// handoff, and every request head the edge refused (Pingora logs the read
+/// error it was given; the request's own log line says what happened).
 fn level_of(record: &log::Record) -> String {
-    if record.level() == log::Level::Error
-        && record.target().starts_with("pingora_core::server")
-        && record
-            .args()
-            .to_string()
-            .contains("No incoming socket transfer")
-    {
-        return "info".into();
+    if record.level() == log::Level::Error {
+        let target = record.target();
+        let msg = record.args().to_string();
+        if (target.starts_with("pingora_core::server")
+            && msg.contains("No incoming socket transfer"))
+            || (target.starts_with("pingora_proxy") && msg.contains(crate::edge::REFUSAL))
+        {
+            return "info".into();
+        }
     }
     record.level().as_str().to_ascii_lowercase()
 }
@@ -205,6 +208,28 @@ mod tests {
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["event"], "log");
         assert_eq!(v["message"], "a \"quoted\" thing");
+    }
+
+    #[test]
+    fn refused_heads_are_not_pingora_errors() {
+        let line = |target, msg: &str| {
+            let v: Value = serde_json::from_str(&render(
+                &log::Record::builder()
+                    .target(target)
+                    .level(log::Level::Error)
+                    .args(format_args!("{msg}"))
+                    .build(),
+                LogFormat::Json,
+            ))
+            .unwrap();
+            v["level"].as_str().unwrap().to_string()
+        };
+        let refused = format!(
+            "Fail to proxy: Downstream ReadError context: while reading request headers cause: {}: malformed",
+            crate::edge::REFUSAL
+        );
+        assert_eq!(line("pingora_proxy", &refused), "info");
+        assert_eq!(line("pingora_proxy", "Fail to proxy: ReadError"), "error");
     }
 
     #[test]

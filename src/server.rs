@@ -3,6 +3,7 @@
 
 use crate::app::App;
 use crate::config::{self, Config, ConfigSource};
+use crate::edge::Edge;
 use crate::lifecycle::Signals;
 use crate::proxy::SteadfastProxy;
 use pingora_core::apps::HttpServerOptions;
@@ -10,6 +11,7 @@ use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
+use pingora_core::services::listening::Service;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -117,16 +119,13 @@ pub fn run(opts: ServeOptions) -> i32 {
         }
     }
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        SteadfastProxy { app: app.clone() },
-        "steadfast proxy",
-    );
-    if let Some(logic) = proxy.app_logic_mut() {
-        let mut o = HttpServerOptions::default();
-        o.h2c = true;
-        logic.server_options = Some(o);
-    }
+    let mut http =
+        pingora_proxy::http_proxy(&server.configuration, SteadfastProxy { app: app.clone() });
+    let mut o = HttpServerOptions::default();
+    o.h2c = true;
+    http.server_options = Some(o);
+    // The edge runs the connection loop itself, to bound request heads.
+    let mut proxy = Service::new("steadfast proxy".to_string(), Edge::new(http, app.clone()));
     // Pingora parses requests in its own buffers; a 64 KiB read buffer per
     // client connection is mostly dead weight for a proxy holding thousands
     // of long-lived streams.

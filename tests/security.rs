@@ -207,7 +207,10 @@ async fn paths_cannot_escape_the_route_or_the_base_path() {
     ] {
         let before = m.requests();
         let r = post_raw_target(&px, target).await;
-        assert_eq!(r.status, 400, "{target:?}");
+        // Pingora percent-encodes a space in the target before anyone sees
+        // it ("/v1/messages%20/../x"), which then normalises to a path no
+        // route serves: a 404, or a 400 where the parser refused first.
+        assert!(matches!(r.status, 400 | 404), "{target:?}: {}", r.status);
         assert_eq!(m.requests(), before, "{target:?} reached the provider");
     }
     assert_all_confined(&m);

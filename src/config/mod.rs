@@ -161,6 +161,8 @@ pub struct LimitSettings {
     pub max_inflight: usize,
     pub queue_timeout: Duration,
     pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub header_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -65,6 +65,11 @@ pub struct Limits {
     pub max_inflight: usize,
     pub queue_timeout_ms: u64,
     pub max_body_bytes: u64,
+    /// Request line plus header fields of one HTTP/1 request (and the
+    /// decoded header list of an h2 request); larger: 431.
+    pub max_header_bytes: u64,
+    /// From the first byte of a request head to its end; slower: 408.
+    pub header_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -73,6 +78,8 @@ impl Default for Limits {
             max_inflight: 100,
             queue_timeout_ms: 5000,
             max_body_bytes: 32 * 1024 * 1024,
+            max_header_bytes: 64 * 1024,
+            header_timeout_ms: 10_000,
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::limits::Limiter;
 use crate::outcome::ErrorClass;
 use crate::telemetry;
 use bytes::{Bytes, BytesMut};
-use pingora_error::Error;
+use pingora_error::{Error, ErrorType};
 use pingora_proxy::Session;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
@@ -26,7 +26,25 @@ pub(super) async fn client_gone(s: &mut Session) -> Box<Error> {
 
 pub(super) enum BodyError {
     TooLarge,
+    /// The body's framing is broken (bad chunk size, chunk longer than
+    /// declared, bad line end): the client's fault, not a departure.
+    Malformed,
     Client(Box<Error>),
+}
+
+/// Pingora's error types for a request body whose chunked framing is
+/// broken (`pingora-core` `protocols::http::v1::body`, not exported).
+/// Everything else a body read fails with (`ConnectionClosed`, `ReadError`,
+/// `ReadTimedout`) means the client went away or stalled.
+const INVALID_CHUNK: ErrorType = ErrorType::new("InvalidChunk");
+const INVALID_TRAILER_END: ErrorType = ErrorType::new("InvalidTrailerEnd");
+
+fn body_read_error(e: Box<Error>) -> BodyError {
+    if e.etype == INVALID_CHUNK || e.etype == INVALID_TRAILER_END {
+        BodyError::Malformed
+    } else {
+        BodyError::Client(e)
+    }
 }
 
 /// Read the whole request body, refusing more than `max` bytes.
@@ -55,7 +73,7 @@ pub(super) async fn read_body(
     }
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
-    while let Some(chunk) = s.read_request_body().await.map_err(BodyError::Client)? {
+    while let Some(chunk) = s.read_request_body().await.map_err(body_read_error)? {
         let total = buf.len() + first.as_ref().map_or(0, Bytes::len) + chunk.len();
         if total > max {
             return Err(BodyError::TooLarge);
@@ -103,5 +121,30 @@ pub(super) async fn acquire(
     tokio::select! {
         r = limiter.acquire(wait) => r.map_err(|_| Slot::Rejected),
         e = client_gone(s) => Err(Slot::ClientGone(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_framing_errors_are_malformed_bodies() {
+        for t in [INVALID_CHUNK, INVALID_TRAILER_END] {
+            assert!(matches!(
+                body_read_error(Error::explain(t, "x")),
+                BodyError::Malformed
+            ));
+        }
+        for t in [
+            ErrorType::ConnectionClosed,
+            ErrorType::ReadError,
+            ErrorType::ReadTimedout,
+        ] {
+            assert!(matches!(
+                body_read_error(Error::explain(t, "x")),
+                BodyError::Client(_)
+            ));
+        }
     }
 }

@@ -17,7 +17,7 @@ mod relay;
 mod reply;
 mod websocket;
 
-pub use reply::respond_local;
+pub use reply::{local_error, respond_local};
 
 use crate::app::App;
 use crate::config::Api;
@@ -84,6 +84,8 @@ pub enum Handled {
 /// Serve one request. Errors are already answered in the client's dialect;
 /// only I/O on a dead client connection is returned as `Abort`.
 pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
+    // Pingora has parsed the head: stop the edge watching it.
+    let head_len = crate::edge::head_accepted(s.as_downstream());
     // Test-only trigger for panic isolation; compiled out of release builds.
     #[cfg(debug_assertions)]
     if s.req_header()
@@ -120,16 +122,29 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
         }
     }
 
-    let Some(route) = rt.route_for(&ctx.rec.path) else {
+    let route = rt.route_for(&ctx.rec.path);
+    match route {
+        Some(r) => {
+            ctx.api = r.settings.api;
+            ctx.rec.route = Some(r.settings.name.clone());
+        }
+        None => {
+            ctx.api = dialect::guess_api(&ctx.rec.path, req.headers.contains_key("x-api-key"));
+        }
+    }
+    if let Some((kind, msg)) = head_problem(head_len, req, rt.config.limits.max_header_bytes) {
+        // A client that gets framing wrong cannot be trusted with the next
+        // request on this connection either.
+        s.set_keepalive(None);
+        return respond_local(s, ctx, kind, &msg, None).await;
+    }
+    let Some(route) = route else {
         if routing::is_liveness_probe(&req.method, &ctx.rec.path) {
             return reply::respond_probe(s, ctx).await;
         }
-        ctx.api = dialect::guess_api(&ctx.rec.path, req.headers.contains_key("x-api-key"));
         let msg = format!("no route for path {}", ctx.rec.path);
         return respond_local(s, ctx, LocalError::NoRoute, &msg, None).await;
     };
-    ctx.api = route.settings.api;
-    ctx.rec.route = Some(route.settings.name.clone());
 
     // Headers that carry a client token, whichever they are: none of them
     // is forwarded (SPEC §9). Found once here, not per attempt.
@@ -166,6 +181,13 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
             let msg = format!("request body is larger than the limit of {max_body} bytes");
             return respond_local(s, ctx, LocalError::BodyTooLarge, &msg, None).await;
         }
+        Err(BodyError::Malformed) => {
+            // The rest of the body cannot be framed, so nothing after it can
+            // be either.
+            s.set_keepalive(None);
+            let msg = "malformed request body: invalid chunked transfer encoding";
+            return respond_local(s, ctx, LocalError::BadRequest, msg, None).await;
+        }
         Err(BodyError::Client(e)) => {
             ctx.rec.class = Some(ErrorClass::Client);
             return Handled::Abort(e);
@@ -192,4 +214,60 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
         .websocket(upgrade)
         .run(s, ctx)
         .await
+}
+
+/// What is wrong with a parsed request head, if anything: over
+/// `limits.max_header_bytes` (`head_len` is its size on the wire, HTTP/1
+/// only; h2 enforces the limit in its decoder), or an HTTP/1.1 request
+/// without `Host` (RFC 9112 §3.2).
+fn head_problem(
+    head_len: Option<usize>,
+    req: &pingora_http::RequestHeader,
+    max_header_bytes: usize,
+) -> Option<(LocalError, String)> {
+    if head_len.is_some_and(|n| n > max_header_bytes) {
+        return Some((
+            LocalError::HeaderTooLarge,
+            crate::edge::too_large_message(max_header_bytes),
+        ));
+    }
+    if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
+        return Some((
+            LocalError::BadRequest,
+            "HTTP/1.1 request without a Host header".to_string(),
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: http::Version, host: bool) -> pingora_http::RequestHeader {
+        let mut r = pingora_http::RequestHeader::build("POST", b"/v1/messages", None).unwrap();
+        r.set_version(version);
+        if host {
+            r.insert_header("host", "x").unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn head_problems() {
+        let ok = req(http::Version::HTTP_11, true);
+        assert!(head_problem(Some(100), &ok, 100).is_none());
+        assert!(head_problem(None, &ok, 100).is_none());
+        let (k, m) = head_problem(Some(101), &ok, 100).unwrap();
+        assert_eq!(k, LocalError::HeaderTooLarge);
+        assert!(m.contains("100 bytes"), "{m}");
+        let no_host = req(http::Version::HTTP_11, false);
+        assert_eq!(
+            head_problem(Some(10), &no_host, 100).map(|p| p.0),
+            Some(LocalError::BadRequest)
+        );
+        // HTTP/1.0 and h2 (":authority") need no Host header.
+        assert!(head_problem(Some(10), &req(http::Version::HTTP_10, false), 100).is_none());
+        assert!(head_problem(None, &req(http::Version::HTTP_2, false), 100).is_none());
+    }
 }

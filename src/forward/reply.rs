@@ -2,6 +2,7 @@
 //! dialect, and held upstream responses replayed whole.
 
 use super::{Ctx, Handled};
+use crate::config::Api;
 use crate::dialect::{self, LocalError};
 use crate::headers;
 use bytes::Bytes;
@@ -79,6 +80,19 @@ fn probe_header(request_id: &str, len: usize) -> Result<ResponseHeader> {
     resp.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
     headers::stamp(&mut resp, request_id, "none", 0, None)?;
     Ok(resp)
+}
+
+/// A whole error response of steadfast's own (header and body), for a
+/// writer outside a Pingora session (the connection edge).
+pub fn local_error(
+    api: Api,
+    kind: LocalError,
+    message: &str,
+    request_id: &str,
+) -> Result<(ResponseHeader, Bytes)> {
+    let body = dialect::error_body(api, kind, message);
+    let resp = local_header(kind, request_id, 0, body.len())?;
+    Ok((resp, body))
 }
 
 fn local_header(

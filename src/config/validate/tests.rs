@@ -133,6 +133,30 @@ routes:
 }
 
 #[test]
+fn header_limits_are_typed_and_bounded() {
+    let c = check(GOOD).unwrap();
+    assert_eq!(c.limits.max_header_bytes, 65536);
+    assert_eq!(c.limits.header_timeout, ms(10_000));
+    let c = check(&format!(
+        "limits: {{ max_header_bytes: 1024, header_timeout_ms: 250 }}\n{GOOD}"
+    ))
+    .unwrap();
+    assert_eq!(c.limits.max_header_bytes, 1024);
+    assert_eq!(c.limits.header_timeout, ms(250));
+    assert!(check(&format!("limits: {{ max_header_bytes: 1048576 }}\n{GOOD}")).is_ok());
+    for bad in [
+        "max_header_bytes: 1023",
+        "max_header_bytes: 1048577",
+        "header_timeout_ms: 0",
+    ] {
+        let errs = check(&format!("limits: {{ {bad} }}\n{GOOD}")).unwrap_err();
+        let key = bad.split(':').next().unwrap();
+        assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+        assert_eq!(errs[0].path, format!("limits.{key}"), "{bad}");
+    }
+}
+
+#[test]
 fn route_paths_must_be_normalised() {
     let yaml = r#"
 providers: [{ name: a, api: anthropic, base_url: "http://127.0.0.1:1" }]

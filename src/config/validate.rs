@@ -84,6 +84,9 @@ pub fn validate(
             "must be at least health.base_ejection_ms",
         );
     }
+    if h.recovery_probe_interval_ms == 0 {
+        errs.push("health.recovery_probe_interval_ms", "must be at least 1");
+    }
     if let Some(a) = &h.active {
         if a.interval_ms == 0 {
             errs.push("health.active.interval_ms", "must be at least 1");
@@ -283,6 +286,7 @@ pub fn validate(
             base_ejection: ms(h.base_ejection_ms),
             max_ejection: ms(h.max_ejection_ms),
             max_retry_after: ms(h.max_retry_after_ms),
+            recovery_probe_interval: ms(h.recovery_probe_interval_ms),
             active,
         },
         providers,
@@ -643,6 +647,26 @@ routes:
         let errs = check(yaml).unwrap_err();
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].path, "routes[0].providers");
+    }
+
+    #[test]
+    fn recovery_probe_interval_defaults_to_4s_and_must_be_positive() {
+        let base = r#"
+providers: [{ name: a, api: anthropic, base_url: "http://127.0.0.1:1" }]
+routes: [{ name: r, paths: ["/"], providers: [a] }]
+"#;
+        let c = check(base).unwrap();
+        assert_eq!(c.health.recovery_probe_interval, ms(4000));
+        let c = check(&format!(
+            "health: {{ recovery_probe_interval_ms: 250 }}{base}"
+        ))
+        .unwrap();
+        assert_eq!(c.health.recovery_probe_interval, ms(250));
+        let errs = check(&format!(
+            "health: {{ recovery_probe_interval_ms: 0 }}{base}"
+        ))
+        .unwrap_err();
+        assert_eq!(errs[0].path, "health.recovery_probe_interval_ms");
     }
 
     #[test]

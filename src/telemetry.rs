@@ -123,8 +123,9 @@ pub fn provider_transition(provider: &str, t: &Transition) {
                 .field("consecutive_ejections", *consecutive_ejections)
                 .emit()
         }
-        Transition::Recovered => event(Level::Info, "provider_recovered")
+        Transition::Recovered { via } => event(Level::Info, "provider_recovered")
             .field("provider", provider)
+            .field("via", via.as_str())
             .emit(),
         Transition::CoolingDown { for_ } => event(Level::Info, "provider_cooling_down")
             .field("provider", provider)

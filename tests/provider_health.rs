@@ -417,3 +417,236 @@ async fn hostnames_are_resolved_off_the_request_path() {
         Some(format!("localhost:{}", m.addr().port()).as_str())
     );
 }
+
+// ------------------------------------------------- recovery and reporting
+
+/// Poll `check` until it returns `Some`, for at most 20 s.
+async fn poll<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `/health`, checking what every sample must say: a provider reported
+/// `ejected` has an end, and any other has none.
+async fn consistent_health(px: &Proxy) -> serde_json::Value {
+    let h = common::http::send(px.admin, Request::get("/health"))
+        .await
+        .json();
+    for p in h["providers"].as_array().unwrap() {
+        assert_eq!(
+            p["state"] == "ejected",
+            !p["ejected_until"].is_null(),
+            "undecided state: {h}"
+        );
+    }
+    h
+}
+
+fn is_probe(r: &steadfast::mock::RecordedRequest) -> bool {
+    r.method == "GET" && r.path == "/v1/models"
+}
+
+fn live_requests(m: &MockServer) -> usize {
+    m.recorded().iter().filter(|r| !is_probe(r)).count()
+}
+
+fn probes(m: &MockServer) -> usize {
+    m.recorded().iter().filter(|r| is_probe(r)).count()
+}
+
+#[tokio::test]
+async fn a_backup_nobody_routes_to_is_reported_healthy_again_after_its_ejection() {
+    let m1 = mock(MockApi::Anthropic, "p1", status(500)).await;
+    let m2 = mock(MockApi::Anthropic, "p2", status(500)).await;
+    let body = pair(
+        m1.addr(),
+        m2.addr(),
+        "priority",
+        "health: { eject_after_failures: 1, base_ejection_ms: 50, max_ejection_ms: 200, recovery_probe_interval_ms: 100 }\n",
+        "",
+        "",
+    );
+    let px = Proxy::builder("backup-recovers", &body).start().await;
+    // One request ejects both: the primary, then the backup it failed over to.
+    let r = px.send(msg()).await;
+    assert!(r.status >= 500, "{}", r.text());
+    let h = consistent_health(&px).await;
+    assert_eq!(h["status"], "unhealthy", "{h}");
+
+    // The primary is fine again and takes all the traffic from now on; the
+    // backup is still broken, and nothing but probes reaches it.
+    m1.set_behavior(Behavior::default());
+    let live_to_backup = live_requests(&m2);
+    poll("failed recovery probes of the backup", || async {
+        consistent_health(&px).await;
+        let n = px
+            .events("recovery_probe_failed")
+            .iter()
+            .filter(|e| e["provider"] == "p2")
+            .count();
+        (n >= 3).then_some(())
+    })
+    .await;
+    let ev = px
+        .wait_event("recovery_probe_failed", |e| e["provider"] == "p2")
+        .await;
+    assert_eq!(ev["result"], "status 500", "{ev}");
+    assert_eq!(ev["path"], "/v1/models", "{ev}");
+
+    // The backup comes back while nothing is routed to it.
+    m2.set_behavior(Behavior::default());
+    let h = poll("/health healthy", || async {
+        let h = consistent_health(&px).await;
+        (h["status"] == "healthy").then_some(h)
+    })
+    .await;
+    for p in h["providers"].as_array().unwrap() {
+        assert_eq!(p["state"], "healthy", "{h}");
+        assert!(p["ejected_until"].is_null(), "{h}");
+    }
+    px.wait_event("provider_recovered", |e| {
+        e["provider"] == "p2" && e["via"] == "probe"
+    })
+    .await;
+    assert_eq!(live_requests(&m2), live_to_backup, "only probes reach it");
+    assert!(probes(&m2) >= 4, "three failed probes and one that passed");
+
+    // /stats and /metrics say the same.
+    let stats = common::http::send(px.admin, Request::get("/stats"))
+        .await
+        .json();
+    for p in stats["providers"].as_array().unwrap() {
+        assert_eq!(p["state"], "healthy", "{stats}");
+    }
+    let metrics = common::http::send(px.admin, Request::get("/metrics"))
+        .await
+        .text();
+    for name in ["p1", "p2"] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("steadfast_provider_state{")
+                    && l.contains(&format!("provider=\"{name}\""))
+                    && l.contains("state=\"healthy\"")
+            })
+            .unwrap_or_else(|| panic!("no state series for {name}:\n{metrics}"));
+        assert!(line.ends_with(" 1"), "{line}");
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("steadfast_route_available_providers{route=\"m\"} 2")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_primary_back_during_a_long_ejection_is_served_again_quickly() {
+    let m1 = anthropic("p1").await;
+    let m2 = anthropic("p2").await;
+    // Every ejection lasts 3 to 30 s (full jitter, floor a tenth): waiting
+    // for it to end would take far longer than the bound checked below.
+    let body = pair(
+        m1.addr(),
+        m2.addr(),
+        "priority",
+        "health: { eject_after_failures: 1, base_ejection_ms: 30000, max_ejection_ms: 30000, recovery_probe_interval_ms: 200 }\n",
+        "",
+        "",
+    );
+    let px = Proxy::builder("primary-recovers", &body).start().await;
+    // Steady traffic for the whole test.
+    let addr = px.proxy;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let served_by_p1 = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let load = {
+        let (stop, served_by_p1) = (stop.clone(), served_by_p1.clone());
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = common::http::send(addr, msg()).await;
+                if r.header("x-steadfast-provider") == Some("p1") {
+                    served_by_p1.lock().unwrap().push(Instant::now());
+                }
+                statuses.push(r.status);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            statuses
+        })
+    };
+    poll("p1 serving", || async {
+        (!served_by_p1.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+
+    // Outage: p1 answers 503 to everything, probes included.
+    let before = (live_requests(&m1), probes(&m1));
+    m1.set_behavior(status(503));
+    let down_at = Instant::now();
+    let ev = px
+        .wait_event("provider_ejected", |e| e["provider"] == "p1")
+        .await;
+    assert!(ev["ejection_ms"].as_u64().unwrap() >= 3000, "{ev}");
+    poll("three failed recovery probes", || async {
+        consistent_health(&px).await;
+        let n = px
+            .events("recovery_probe_failed")
+            .iter()
+            .filter(|e| e["provider"] == "p1")
+            .count();
+        (n >= 3).then_some(())
+    })
+    .await;
+    let h = consistent_health(&px).await;
+    assert_eq!(provider_state(&px, "p1").await["state"], "ejected", "{h}");
+
+    // p1 recovers well inside its ejection.
+    let while_down = (live_requests(&m1) - before.0, probes(&m1) - before.1);
+    m1.set_behavior(Behavior::default());
+    let up_at = Instant::now();
+    let down_for = up_at - down_at;
+    let served_at = poll("p1 serving again", || async {
+        served_by_p1
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .find(|t| *t > up_at)
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = load.await.unwrap();
+    let back_after = served_at - up_at;
+    eprintln!("served again after {back_after:?}; down {down_for:?}, probes {while_down:?}");
+    // Two probe intervals at most, plus slack for a loaded machine; the
+    // ejection in progress had at least 3 s - down_for left.
+    assert!(
+        back_after < Duration::from_millis(1500),
+        "served again {back_after:?} after recovery"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "clients saw errors: {statuses:?}"
+    );
+    // While it was down: the one request that ejected it, and probes no
+    // more often than one per interval (plus the one in flight).
+    let (live, probed) = while_down;
+    assert!(live <= 2, "{live} live requests reached p1 while down");
+    let budget = (down_for.as_millis() / 200) as usize + 2;
+    assert!(
+        probed <= budget,
+        "{probed} probes in {down_for:?} (at most {budget})"
+    );
+    let h = consistent_health(&px).await;
+    assert_eq!(h["status"], "healthy", "{h}");
+}

@@ -183,7 +183,18 @@ pub struct HealthSettings {
     pub base_ejection: Duration,
     pub max_ejection: Duration,
     pub max_retry_after: Duration,
+    pub recovery_probe_interval: Duration,
     pub active: Option<ActiveSettings>,
+}
+
+impl HealthSettings {
+    /// How long a probe may take when its provider sets no `timeout_ms`.
+    pub fn probe_timeout(&self) -> Duration {
+        self.active.map_or(
+            Duration::from_millis(schema::ActiveHealth::default().timeout_ms),
+            |a| a.timeout,
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -147,6 +147,9 @@ pub struct Health {
     pub base_ejection_ms: u64,
     pub max_ejection_ms: u64,
     pub max_retry_after_ms: u64,
+    /// While a provider is ejected, how often it is probed to catch a
+    /// recovery before its ejection ends.
+    pub recovery_probe_interval_ms: u64,
     pub active: Option<ActiveHealth>,
 }
 
@@ -157,6 +160,7 @@ impl Default for Health {
             base_ejection_ms: 1000,
             max_ejection_ms: 60_000,
             max_retry_after_ms: 300_000,
+            recovery_probe_interval_ms: 4000,
             active: None,
         }
     }

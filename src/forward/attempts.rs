@@ -97,10 +97,7 @@ impl<'a> Attempts<'a> {
             .providers
             .iter()
             .map(|p| CandidateInfo {
-                available: !matches!(
-                    p.health.availability(now),
-                    crate::health::Availability::Unavailable(_)
-                ),
+                available: p.health.availability(now).takes_traffic(),
                 weight: p.settings.weight,
                 cost: p.health.load_cost(now),
                 last_failure_at: p.health.last_failure_at(),
@@ -188,7 +185,7 @@ impl<'a> Attempts<'a> {
             };
             let provider = self.route.providers[c.index].clone();
             let Some(is_probe) = provider.health.begin_attempt(Instant::now(), c.forced) else {
-                // Half-open and its one probe is already out.
+                // Half-open and its one trial is already out.
                 continue;
             };
             // Logged only now that the next attempt really happens.
@@ -579,6 +576,10 @@ impl<'a> Attempts<'a> {
             fastrand::f64(),
         );
         if let Some(tr) = transition {
+            if matches!(tr, crate::health::Transition::Ejected { .. }) {
+                // Its recovery probes are scheduled from now on.
+                crate::health::probe::wake();
+            }
             telemetry::provider_transition(t.p.name(), &tr);
         }
     }

@@ -1,13 +1,39 @@
 //! Provider health: a passive circuit breaker with jittered exponential
-//! ejection and single-probe half-open recovery, rate-limit cooldowns, the
-//! verdict of active probes, and a peak-EWMA of time to first byte.
+//! ejection, half-open trials, recovery probing of ejected providers,
+//! rate-limit cooldowns, the verdict of active probes, and a peak-EWMA of
+//! time to first byte.
+//!
+//! The circuit of one provider:
+//!
+//! - **closed**: takes traffic; `eject_after_failures` consecutive failures
+//!   open it.
+//! - **open** (`ejected`) for a jittered backoff that doubles per
+//!   consecutive ejection up to `max_ejection`. During a long ejection a
+//!   recovery probe goes out every `recovery_probe_interval`; one that
+//!   passes closes the circuit early, so a provider that comes back is not
+//!   left out for the rest of a long ejection.
+//! - **half-open** once the ejection has run out: routable (and reported
+//!   `healthy`) again. The next attempt is a trial, one at a time; when no
+//!   request offers itself (a backup on a `priority` route) the prober sends
+//!   a recovery probe as the trial instead, and the provider stays
+//!   `ejected` until that probe's deadline at most. A failed trial or probe
+//!   opens the circuit for the next, longer ejection; a success closes it.
+//!   So the state is always decided: never "ejected" without an end.
+//!
+//! A probe proves less than a real request (a server can list models and
+//! still fail every completion), so a circuit closed by a probe is on
+//! probation for `max_ejection`: its next counted failure re-opens it at
+//! the backoff already reached, and only a real success resets that.
 //!
 //! The state machine is pure: every call takes `now`, so tests drive it with
-//! a synthetic clock, and it returns the transitions it made instead of
-//! logging them, so the caller owns metrics and logs. Active probes live
-//! in [`probe`].
+//! a synthetic clock (see the simulation in `sim`), and it returns the
+//! transitions it made instead of logging them, so the caller owns metrics
+//! and logs. The probes' I/O lives in [`probe`]; when one is due is decided
+//! here.
 
 pub mod probe;
+#[cfg(test)]
+mod sim;
 
 use crate::config::HealthSettings;
 use crate::outcome::{AttemptResult, ErrorClass};
@@ -48,6 +74,7 @@ pub struct Policy {
     pub base_ejection: Duration,
     pub max_ejection: Duration,
     pub max_retry_after: Duration,
+    pub recovery_probe_interval: Duration,
 }
 
 impl Policy {
@@ -57,6 +84,7 @@ impl Policy {
             base_ejection: h.base_ejection,
             max_ejection: h.max_ejection,
             max_retry_after: h.max_retry_after,
+            recovery_probe_interval: h.recovery_probe_interval,
         }
     }
 
@@ -77,6 +105,24 @@ pub fn jittered(ceiling: Duration, unit: f64) -> Duration {
     d.max(Duration::from_millis(1))
 }
 
+/// What showed that a provider is back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// A real attempt succeeded.
+    Request,
+    /// A health check or recovery probe passed.
+    Probe,
+}
+
+impl Evidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Evidence::Request => "request",
+            Evidence::Probe => "probe",
+        }
+    }
+}
+
 /// A state change worth a log line and a metric.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Transition {
@@ -85,7 +131,9 @@ pub enum Transition {
         class: ErrorClass,
         consecutive_ejections: u32,
     },
-    Recovered,
+    Recovered {
+        via: Evidence,
+    },
     CoolingDown {
         for_: Duration,
     },
@@ -95,19 +143,69 @@ pub enum Transition {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Availability {
     Available,
-    /// The ejection has elapsed and no probe is out: the next attempt is the
-    /// half-open probe.
-    ProbeReady,
+    /// Half-open: the ejection has run out and the next attempt is the
+    /// trial.
+    TrialReady,
+    /// Half-open with its one trial out (a request, or a probe overdue):
+    /// routable again, but only as a last resort until the trial answers.
+    TrialBusy,
     Unavailable(ProviderState),
+}
+
+impl Availability {
+    /// Whether routing should offer this provider an attempt before the
+    /// ones it keeps as a last resort.
+    pub fn takes_traffic(self) -> bool {
+        matches!(self, Availability::Available | Availability::TrialReady)
+    }
+}
+
+/// What a probe found, for [`ProviderHealth::record_probe`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeReport {
+    /// When it was sent: a verdict older than the ejection in progress is
+    /// stale and leaves the circuit alone.
+    pub sent_at: Instant,
+    /// `Ok` when the provider answered as a live one does, else the class
+    /// of the failure.
+    pub verdict: Result<(), ErrorClass>,
+    /// A failed health check seen often enough in a row to mark the
+    /// provider `unhealthy`.
+    pub mark_unhealthy: bool,
+    /// Whether this is the recovery probe claimed with
+    /// [`ProviderHealth::begin_recovery_probe`].
+    pub recovery: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Circuit {
+    #[default]
+    Closed,
+    Open {
+        since: Instant,
+        until: Instant,
+    },
+    /// The ejection that ended at `since` has not been decided yet.
+    HalfOpen {
+        since: Instant,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
 struct Breaker {
+    circuit: Circuit,
     consecutive_failures: u32,
     consecutive_ejections: u32,
-    /// Set while the circuit is open (or half-open once the time has passed).
-    ejected_until: Option<Instant>,
-    probe_in_flight: bool,
+    /// When the live half-open trial went out; `None` when none is out.
+    trial_since: Option<Instant>,
+    /// Closed by a probe and not yet confirmed by a real success: the next
+    /// counted failure re-opens the circuit at the backoff reached.
+    probation_until: Option<Instant>,
+    /// When the last recovery probe went out: spaces out the next one.
+    last_probe_sent: Option<Instant>,
+    /// While a recovery probe is out: when it will have answered or timed
+    /// out.
+    recovery_deadline: Option<Instant>,
     cooldown_until: Option<Instant>,
     last_error_class: Option<ErrorClass>,
     last_failure_at: Option<Instant>,
@@ -120,6 +218,7 @@ struct Breaker {
 pub struct HealthSnapshot {
     pub state: ProviderState,
     pub consecutive_failures: u32,
+    /// Set exactly when `state` is `Ejected`.
     pub ejected_until: Option<Instant>,
     pub cooldown_until: Option<Instant>,
     pub last_error_class: Option<ErrorClass>,
@@ -157,30 +256,33 @@ impl ProviderHealth {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
+    /// The breaker brought up to `now`: an ejection that has run out is
+    /// half-open, a probation that has lapsed is over.
+    fn at(&self, now: Instant) -> std::sync::MutexGuard<'_, Breaker> {
         // A panic while holding this lock cannot leave the breaker in a
         // state worse than stale counters, so recover rather than propagate.
-        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+        let mut b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        settle(&mut b, now);
+        b
     }
 
     pub fn availability(&self, now: Instant) -> Availability {
-        let b = self.lock();
-        availability(&b, now)
+        availability(&self.at(now), now)
     }
 
     /// Claim the right to send an attempt. A half-open provider admits one
-    /// probe at a time; `force` admits regardless (the last resort when
-    /// nothing else is left). Returns whether this attempt is the probe.
+    /// trial at a time; `force` admits regardless (the last resort when
+    /// nothing else is left). Returns whether this attempt is the trial.
     pub fn begin_attempt(&self, now: Instant, force: bool) -> Option<bool> {
-        let mut b = self.lock();
+        let mut b = self.at(now);
         match availability(&b, now) {
             Availability::Available => Some(false),
-            Availability::ProbeReady => {
-                b.probe_in_flight = true;
+            Availability::TrialReady => {
+                b.trial_since = Some(now);
                 Some(true)
             }
-            Availability::Unavailable(_) if force => Some(false),
-            Availability::Unavailable(_) => None,
+            Availability::TrialBusy | Availability::Unavailable(_) if force => Some(false),
+            Availability::TrialBusy | Availability::Unavailable(_) => None,
         }
     }
 
@@ -190,56 +292,79 @@ impl ProviderHealth {
         &self,
         now: Instant,
         result: AttemptResult,
-        was_probe: bool,
+        was_trial: bool,
         retry_after: Option<Duration>,
         policy: &Policy,
         jitter_unit: f64,
     ) -> Option<Transition> {
-        let mut b = self.lock();
+        let mut b = self.at(now);
         record(
             &mut b,
             now,
             result,
-            was_probe,
+            was_trial,
             retry_after,
             policy,
             jitter_unit,
         )
     }
 
-    /// The verdict of an active health probe. A failing probe marks the
-    /// provider unhealthy; a passing one clears that and, once an ejection
-    /// has run its course, closes the circuit without waiting for a live
-    /// request to serve as the half-open probe.
-    pub fn record_probe(&self, now: Instant, ok: bool) -> Option<Transition> {
-        let mut b = self.lock();
-        let was_failing = b.probe_failing;
-        b.probe_failing = !ok;
-        if !ok {
-            return None;
+    /// When the next recovery probe is due (`None`: none is wanted, or one
+    /// is out). The prober sleeps until then.
+    pub fn recovery_probe_due(&self, now: Instant, policy: &Policy) -> Option<Instant> {
+        recovery_due(&self.at(now), policy)
+    }
+
+    /// Claim a recovery probe if one is due at `now`; it gives up after
+    /// `timeout`. The claimant must report it with
+    /// [`ProviderHealth::record_probe`] (`recovery: true`) or give it back
+    /// with [`ProviderHealth::abandon_recovery_probe`].
+    pub fn begin_recovery_probe(&self, now: Instant, policy: &Policy, timeout: Duration) -> bool {
+        let mut b = self.at(now);
+        if recovery_due(&b, policy).is_none_or(|t| t > now) {
+            return false;
         }
-        let ejection_over = b.ejected_until.is_some_and(|t| now >= t) && !b.probe_in_flight;
-        if ejection_over {
-            b.ejected_until = None;
-            b.consecutive_failures = 0;
-            b.consecutive_ejections = 0;
-            return Some(Transition::Recovered);
-        }
-        (was_failing && b.ejected_until.is_none()).then_some(Transition::Recovered)
+        b.recovery_deadline = Some(now + timeout);
+        b.last_probe_sent = Some(now);
+        true
+    }
+
+    pub fn abandon_recovery_probe(&self) {
+        self.breaker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .recovery_deadline = None;
+    }
+
+    /// The verdict of a health check or recovery probe.
+    pub fn record_probe(
+        &self,
+        now: Instant,
+        report: ProbeReport,
+        policy: &Policy,
+        jitter_unit: f64,
+    ) -> Option<Transition> {
+        let mut b = self.at(now);
+        record_probe(&mut b, now, report, policy, jitter_unit)
     }
 
     pub fn snapshot(&self, now: Instant) -> HealthSnapshot {
-        let b = self.lock();
+        let b = self.at(now);
         let state = match availability(&b, now) {
-            Availability::Available => ProviderState::Healthy,
-            // Ejection elapsed but not yet proven healthy.
-            Availability::ProbeReady => ProviderState::Ejected,
             Availability::Unavailable(s) => s,
+            // The ejection is over: routable, whatever the trial will say.
+            Availability::Available | Availability::TrialReady | Availability::TrialBusy => {
+                ProviderState::Healthy
+            }
         };
         HealthSnapshot {
             state,
             consecutive_failures: b.consecutive_failures,
-            ejected_until: b.ejected_until.filter(|t| *t > now),
+            ejected_until: match (state, b.circuit) {
+                (ProviderState::Ejected, Circuit::Open { until, .. }) => Some(until),
+                (ProviderState::Ejected, _) => b.recovery_deadline,
+                _ => None,
+            },
             cooldown_until: b.cooldown_until.filter(|t| *t > now),
             last_error_class: b.last_error_class,
             ttfb_ewma: self.ttfb_ewma(),
@@ -249,7 +374,10 @@ impl ProviderHealth {
     /// When this provider last failed: the tie-breaker among unavailable
     /// providers (least recently failed is tried first).
     pub fn last_failure_at(&self) -> Option<Instant> {
-        self.lock().last_failure_at
+        self.breaker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_failure_at
     }
 
     /// Feed a time-to-first-byte sample into the peak-EWMA: a slower sample
@@ -296,15 +424,26 @@ fn peak_ewma(prev: u64, sample: u64, dt_ns: u64) -> u64 {
     (prev as f64 * w + sample as f64 * (1.0 - w)) as u64
 }
 
+/// Time-driven changes, applied before anything reads or writes the
+/// breaker: keeps every decision a function of the state and `now`.
+fn settle(b: &mut Breaker, now: Instant) {
+    if let Circuit::Open { until, .. } = b.circuit {
+        if now >= until {
+            b.circuit = Circuit::HalfOpen { since: until };
+        }
+    }
+    if b.probation_until.is_some_and(|t| now >= t) {
+        b.probation_until = None;
+        b.consecutive_ejections = 0;
+    }
+}
+
+/// Assumes a settled breaker. Precedence: an open circuit, then a
+/// cooldown, then a failing health check; a `disabled` state would go
+/// first.
 fn availability(b: &Breaker, now: Instant) -> Availability {
-    if let Some(until) = b.ejected_until {
-        if now < until {
-            return Availability::Unavailable(ProviderState::Ejected);
-        }
-        if b.probe_in_flight {
-            return Availability::Unavailable(ProviderState::Ejected);
-        }
-        return Availability::ProbeReady;
+    if let Circuit::Open { .. } = b.circuit {
+        return Availability::Unavailable(ProviderState::Ejected);
     }
     if b.cooldown_until.is_some_and(|t| now < t) {
         return Availability::Unavailable(ProviderState::CoolingDown);
@@ -312,29 +451,72 @@ fn availability(b: &Breaker, now: Instant) -> Availability {
     if b.probe_failing {
         return Availability::Unavailable(ProviderState::Unhealthy);
     }
-    Availability::Available
+    match b.circuit {
+        // One trial at a time, be it a request or a probe. While it is out
+        // the provider is routable as a last resort and reported healthy:
+        // its ejection is over, and flipping it back to `ejected` for the
+        // few ms a probe takes would only make /health flicker. A failed
+        // trial ejects it again, a real change.
+        Circuit::HalfOpen { .. } if b.trial_since.is_some() || b.recovery_deadline.is_some() => {
+            Availability::TrialBusy
+        }
+        Circuit::HalfOpen { .. } => Availability::TrialReady,
+        Circuit::Closed | Circuit::Open { .. } => Availability::Available,
+    }
+}
+
+/// Open the circuit for the next backoff (the longest at once for a
+/// rejected key, which does not fix itself).
+fn eject(
+    b: &mut Breaker,
+    now: Instant,
+    class: ErrorClass,
+    policy: &Policy,
+    jitter_unit: f64,
+) -> Transition {
+    let for_ = if class == ErrorClass::Auth {
+        policy.max_ejection
+    } else {
+        jittered(policy.backoff_ceiling(b.consecutive_ejections), jitter_unit)
+    };
+    b.consecutive_ejections = b.consecutive_ejections.saturating_add(1);
+    b.circuit = Circuit::Open {
+        since: now,
+        until: now + for_,
+    };
+    b.probation_until = None;
+    Transition::Ejected {
+        for_,
+        class,
+        consecutive_ejections: b.consecutive_ejections,
+    }
 }
 
 fn record(
     b: &mut Breaker,
     now: Instant,
     result: AttemptResult,
-    was_probe: bool,
+    was_trial: bool,
     retry_after: Option<Duration>,
     policy: &Policy,
     jitter_unit: f64,
 ) -> Option<Transition> {
-    if was_probe {
-        b.probe_in_flight = false;
+    if was_trial {
+        b.trial_since = None;
     }
     let class = match result {
         AttemptResult::Success => {
-            let recovered = b.ejected_until.is_some() || b.probe_failing;
+            // A probe already announced the recovery of a provider on
+            // probation; a real success only confirms it.
+            let recovered = b.circuit != Circuit::Closed || b.probe_failing;
+            b.circuit = Circuit::Closed;
             b.consecutive_failures = 0;
             b.consecutive_ejections = 0;
-            b.ejected_until = None;
+            b.probation_until = None;
             b.probe_failing = false;
-            return recovered.then_some(Transition::Recovered);
+            return recovered.then_some(Transition::Recovered {
+                via: Evidence::Request,
+            });
         }
         AttemptResult::Failed(c) => c,
     };
@@ -363,39 +545,113 @@ fn record(
             transition
         }
         ErrorClass::Auth => {
-            // A rejected key does not fix itself: eject for the longest
-            // backoff straight away, and re-probe on that schedule.
             b.last_error_class = Some(class);
             b.last_failure_at = Some(now);
             b.consecutive_failures += 1;
-            b.consecutive_ejections = b.consecutive_ejections.saturating_add(1);
-            b.ejected_until = Some(now + policy.max_ejection);
-            Some(Transition::Ejected {
-                for_: policy.max_ejection,
-                class,
-                consecutive_ejections: b.consecutive_ejections,
-            })
+            Some(eject(b, now, class, policy, jitter_unit))
         }
         c if c.counts_against_provider() => {
             b.last_error_class = Some(class);
             b.last_failure_at = Some(now);
             b.consecutive_failures += 1;
-            let open = b.ejected_until.is_some();
-            if was_probe || (!open && b.consecutive_failures >= policy.eject_after_failures) {
-                let ceiling = policy.backoff_ceiling(b.consecutive_ejections);
-                let for_ = jittered(ceiling, jitter_unit);
-                b.consecutive_ejections = b.consecutive_ejections.saturating_add(1);
-                b.ejected_until = Some(now + for_);
-                return Some(Transition::Ejected {
-                    for_,
-                    class,
-                    consecutive_ejections: b.consecutive_ejections,
-                });
+            let reopen = match b.circuit {
+                // A forced last-resort attempt: already out.
+                Circuit::Open { .. } => false,
+                // Only the trial speaks for the provider now; an attempt
+                // that started before the ejection is old news.
+                Circuit::HalfOpen { .. } => was_trial,
+                Circuit::Closed => {
+                    b.probation_until.is_some()
+                        || b.consecutive_failures >= policy.eject_after_failures
+                }
+            };
+            if reopen {
+                return Some(eject(b, now, class, policy, jitter_unit));
             }
             transition
         }
         // request, client, concurrency, internal: not the provider's fault.
         _ => transition,
+    }
+}
+
+/// When the next recovery probe is due, on a settled breaker.
+///
+/// - Half-open: at once (a live trial out for less than an interval
+///   decides instead): the state must not stay undecided.
+/// - Open: at `until`, and before that at `until - k·interval`, but never
+///   sooner than an interval after the ejection began or the last probe
+///   went out. So probes are at least an interval apart except where an
+///   ejection shorter than the interval ends, and a provider that comes
+///   back is found within two intervals.
+fn recovery_due(b: &Breaker, policy: &Policy) -> Option<Instant> {
+    if b.recovery_deadline.is_some() {
+        return None;
+    }
+    let every = policy.recovery_probe_interval.max(Duration::from_millis(1));
+    match b.circuit {
+        Circuit::Closed => None,
+        Circuit::HalfOpen { since } => Some(match b.trial_since {
+            Some(t) => since.max(t + every),
+            None => since,
+        }),
+        Circuit::Open { since, until } => {
+            let lower = b.last_probe_sent.map_or(since, |l| l.max(since)) + every;
+            if until <= lower {
+                return Some(until);
+            }
+            let k = (until - lower).as_nanos() / every.as_nanos();
+            let back = every.as_nanos().saturating_mul(k);
+            Some(until - Duration::from_nanos(back.min(u64::MAX as u128) as u64))
+        }
+    }
+}
+
+fn record_probe(
+    b: &mut Breaker,
+    now: Instant,
+    r: ProbeReport,
+    policy: &Policy,
+    jitter_unit: f64,
+) -> Option<Transition> {
+    if r.recovery {
+        b.recovery_deadline = None;
+    }
+    // An ejection that began after the probe went out rests on newer
+    // evidence than the probe's.
+    let stale = matches!(b.circuit, Circuit::Open { since, .. } if since > r.sent_at);
+    match r.verdict {
+        Ok(()) => {
+            let was_failing = std::mem::replace(&mut b.probe_failing, false);
+            match b.circuit {
+                Circuit::Closed => was_failing.then_some(Transition::Recovered {
+                    via: Evidence::Probe,
+                }),
+                Circuit::Open { .. } if stale => None,
+                Circuit::Open { .. } | Circuit::HalfOpen { .. } => {
+                    b.circuit = Circuit::Closed;
+                    b.consecutive_failures = 0;
+                    b.probation_until = Some(now + policy.max_ejection);
+                    Some(Transition::Recovered {
+                        via: Evidence::Probe,
+                    })
+                }
+            }
+        }
+        Err(class) => {
+            if r.mark_unhealthy {
+                b.probe_failing = true;
+            }
+            if stale || b.circuit == Circuit::Closed {
+                return None;
+            }
+            b.last_error_class = Some(class);
+            b.last_failure_at = Some(now);
+            match b.circuit {
+                Circuit::HalfOpen { .. } => Some(eject(b, now, class, policy, jitter_unit)),
+                Circuit::Open { .. } | Circuit::Closed => None,
+            }
+        }
     }
 }
 
@@ -496,7 +752,29 @@ mod tests {
             base_ejection: Duration::from_millis(1000),
             max_ejection: Duration::from_millis(8000),
             max_retry_after: Duration::from_secs(60),
+            recovery_probe_interval: Duration::from_millis(2000),
         }
+    }
+
+    const REQUEST: Option<Transition> = Some(Transition::Recovered {
+        via: Evidence::Request,
+    });
+    const PROBE: Option<Transition> = Some(Transition::Recovered {
+        via: Evidence::Probe,
+    });
+
+    fn probe(h: &ProviderHealth, now: Instant, sent_at: Instant, ok: bool) -> Option<Transition> {
+        let report = ProbeReport {
+            sent_at,
+            verdict: if ok { Ok(()) } else { Err(Network) },
+            mark_unhealthy: !ok,
+            recovery: false,
+        };
+        h.record_probe(now, report, &policy(), 1.0)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     fn fail(h: &ProviderHealth, now: Instant, c: ErrorClass, probe: bool) -> Option<Transition> {
@@ -522,17 +800,18 @@ mod tests {
             None
         );
 
-        // Backoff elapsed: exactly one probe is admitted.
+        // Backoff elapsed: exactly one trial is admitted.
         let t1 = t0 + Duration::from_millis(1000);
-        assert_eq!(h.availability(t1), Availability::ProbeReady);
+        assert_eq!(h.availability(t1), Availability::TrialReady);
         assert_eq!(h.begin_attempt(t1, false), Some(true));
-        assert_eq!(h.begin_attempt(t1, false), None, "second probe admitted");
+        assert_eq!(h.begin_attempt(t1, false), None, "second trial admitted");
+        assert_eq!(h.availability(t1), Availability::TrialBusy);
         // The last resort is still admitted.
         assert_eq!(h.begin_attempt(t1, true), Some(false));
 
-        // Probe succeeds: closed, backoff reset.
+        // Trial succeeds: closed, backoff reset.
         let tr = h.record(t1, AttemptResult::Success, true, None, &policy(), 1.0);
-        assert_eq!(tr, Some(Transition::Recovered));
+        assert_eq!(tr, REQUEST);
         assert_eq!(h.availability(t1), Availability::Available);
         assert_eq!(h.snapshot(t1).consecutive_failures, 0);
     }
@@ -652,31 +931,250 @@ mod tests {
     fn active_probe_marks_unhealthy_and_back() {
         let h = ProviderHealth::new();
         let t = Instant::now();
-        assert_eq!(h.record_probe(t, false), None);
+        assert_eq!(probe(&h, t, t, false), None);
         assert_eq!(
             h.availability(t),
             Availability::Unavailable(ProviderState::Unhealthy)
         );
-        assert_eq!(h.record_probe(t, true), Some(Transition::Recovered));
+        assert_eq!(h.snapshot(t).state, ProviderState::Unhealthy);
+        assert_eq!(probe(&h, t, t, true), PROBE);
         assert_eq!(h.availability(t), Availability::Available);
     }
 
     #[test]
-    fn passing_probe_closes_an_elapsed_ejection_only() {
+    fn passing_probe_closes_the_circuit_on_probation() {
         let h = ProviderHealth::new();
         let t = Instant::now();
         for _ in 0..3 {
             fail(&h, t, Server, false);
         }
-        // Still inside the ejection: a probe success does not cut it short.
-        assert_eq!(h.record_probe(t, true), None);
+        let t1 = t + ms(10);
+        assert_eq!(probe(&h, t1, t1, true), PROBE, "cuts the ejection short");
+        assert_eq!(h.availability(t1), Availability::Available);
+        assert_eq!(h.snapshot(t1).consecutive_failures, 0);
+        // A probe proves less than a request: the first real failure
+        // re-opens at the backoff already reached (the second ejection).
+        match fail(&h, t1, Server, false) {
+            Some(Transition::Ejected {
+                for_,
+                consecutive_ejections: 2,
+                ..
+            }) => assert_eq!(for_, ms(2000)),
+            other => panic!("expected the second ejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_real_success_ends_probation_and_resets_the_backoff() {
+        let h = ProviderHealth::new();
+        let t = Instant::now();
+        for _ in 0..3 {
+            fail(&h, t, Server, false);
+        }
+        assert_eq!(probe(&h, t, t, true), PROBE);
+        let tr = h.record(t, AttemptResult::Success, false, None, &policy(), 1.0);
+        assert_eq!(tr, None, "recovery was announced once already");
+        assert_eq!(fail(&h, t, Server, false), None, "back to the threshold");
+        assert_eq!(fail(&h, t, Server, false), None);
+        assert!(matches!(
+            fail(&h, t, Server, false),
+            Some(Transition::Ejected { for_, consecutive_ejections: 1, .. }) if for_ == ms(1000)
+        ));
+    }
+
+    #[test]
+    fn probation_lapses_after_max_ejection() {
+        let h = ProviderHealth::new();
+        let t = Instant::now();
+        for _ in 0..3 {
+            fail(&h, t, Server, false);
+        }
+        assert_eq!(probe(&h, t, t, true), PROBE);
+        let later = t + policy().max_ejection;
+        assert_eq!(fail(&h, later, Server, false), None);
+        assert_eq!(h.availability(later), Availability::Available);
+    }
+
+    #[test]
+    fn a_probe_sent_before_the_ejection_is_stale() {
+        let h = ProviderHealth::new();
+        let t = Instant::now();
+        let sent = t - ms(5);
+        for _ in 0..3 {
+            fail(&h, t, Server, false);
+        }
+        assert_eq!(probe(&h, t + ms(1), sent, true), None);
         assert_eq!(
-            h.availability(t),
+            h.availability(t + ms(1)),
             Availability::Unavailable(ProviderState::Ejected)
         );
-        let later = t + Duration::from_secs(2);
-        assert_eq!(h.record_probe(later, true), Some(Transition::Recovered));
-        assert_eq!(h.availability(later), Availability::Available);
+    }
+
+    #[test]
+    fn an_elapsed_ejection_is_reported_routable_never_ejected_without_an_end() {
+        let h = ProviderHealth::new();
+        let t = Instant::now();
+        for _ in 0..3 {
+            fail(&h, t, Server, false);
+        }
+        let s = h.snapshot(t);
+        assert_eq!(s.state, ProviderState::Ejected);
+        assert_eq!(s.ejected_until, Some(t + ms(1000)));
+        // Nothing is sent to it (a backup nobody needs): still decided.
+        let later = t + ms(1000);
+        let s = h.snapshot(later);
+        assert_eq!((s.state, s.ejected_until), (ProviderState::Healthy, None));
+        assert_eq!(s.consecutive_failures, 3, "the history is kept");
+        // Also while its trial is out.
+        assert_eq!(h.begin_attempt(later, false), Some(true));
+        assert_eq!(h.snapshot(later).state, ProviderState::Healthy);
+    }
+
+    #[test]
+    fn recovery_probe_at_the_end_of_an_ejection_decides_it() {
+        let p = policy();
+        let h = ProviderHealth::new();
+        let t = Instant::now();
+        for _ in 0..3 {
+            fail(&h, t, Server, false);
+        }
+        let end = t + ms(1000);
+        // Shorter than the interval: no probe inside it, one at its end.
+        assert_eq!(h.recovery_probe_due(t, &p), Some(end));
+        assert!(!h.begin_recovery_probe(end - ms(1), &p, ms(500)));
+        assert!(h.begin_recovery_probe(end, &p, ms(500)));
+        assert!(!h.begin_recovery_probe(end, &p, ms(500)), "one at a time");
+        assert_eq!(h.recovery_probe_due(end, &p), None);
+        let failed = ProbeReport {
+            sent_at: end,
+            verdict: Err(Network),
+            mark_unhealthy: false,
+            recovery: true,
+        };
+        match h.record_probe(end + ms(5), failed, &p, 1.0) {
+            Some(Transition::Ejected {
+                for_,
+                class: Network,
+                consecutive_ejections: 2,
+            }) => assert_eq!(for_, ms(2000)),
+            other => panic!("a failed end probe re-ejects: {other:?}"),
+        }
+        let s = h.snapshot(end + ms(5));
+        assert_eq!(s.state, ProviderState::Ejected);
+        assert_eq!(s.ejected_until, Some(end + ms(2005)));
+        // A 2 s ejection with a 2 s interval: again only the end.
+        assert_eq!(h.recovery_probe_due(end, &p), Some(end + ms(2005)));
+        assert!(h.begin_recovery_probe(end + ms(2005), &p, ms(500)));
+        let passed = ProbeReport {
+            sent_at: end + ms(2005),
+            verdict: Ok(()),
+            mark_unhealthy: false,
+            recovery: true,
+        };
+        assert_eq!(h.record_probe(end + ms(2010), passed, &p, 1.0), PROBE);
+        assert_eq!(h.recovery_probe_due(end + ms(2010), &p), None);
+    }
+
+    #[test]
+    fn recovery_probes_during_a_long_ejection_count_back_from_its_end() {
+        let p = policy();
+        let h = ProviderHealth::new();
+        let t = Instant::now();
+        fail(&h, t, Auth, false); // 8 s at once
+        let end = t + ms(8000);
+        let mut sent = Vec::new();
+        let mut now = t;
+        while now <= end {
+            if h.begin_recovery_probe(now, &p, ms(500)) {
+                sent.push(now - t);
+                let r = ProbeReport {
+                    sent_at: now,
+                    verdict: Err(Auth),
+                    mark_unhealthy: false,
+                    recovery: true,
+                };
+                h.record_probe(now, r, &p, 1.0);
+            }
+            now += ms(1);
+        }
+        // 2 s apart, never sooner than 2 s after the start, the last at the end.
+        assert_eq!(sent, [ms(2000), ms(4000), ms(6000), ms(8000)]);
+        assert_eq!(
+            h.snapshot(end).ejected_until,
+            Some(end + ms(8000)),
+            "a rejected key stays out for the longest backoff"
+        );
+    }
+
+    #[test]
+    fn a_provider_waiting_for_its_end_probe_is_routable_but_takes_no_second_trial() {
+        let p = policy();
+        let h = ProviderHealth::new();
+        let t = Instant::now();
+        for _ in 0..3 {
+            fail(&h, t, Server, false);
+        }
+        let end = t + ms(1000);
+        assert!(h.begin_recovery_probe(end, &p, ms(500)));
+        // The ejection is over: reported routable, with no flicker back to
+        // `ejected` while the probe is out...
+        let s = h.snapshot(end + ms(1));
+        assert_eq!((s.state, s.ejected_until), (ProviderState::Healthy, None));
+        // ...but the probe is the one trial: live traffic only as a last
+        // resort until it answers.
+        assert_eq!(h.availability(end + ms(1)), Availability::TrialBusy);
+        assert_eq!(h.begin_attempt(end, false), None, "the probe is the trial");
+        let late = end + ms(500);
+        let s = h.snapshot(late);
+        assert_eq!((s.state, s.ejected_until), (ProviderState::Healthy, None));
+        assert_eq!(h.availability(late), Availability::TrialBusy);
+        // A failing verdict ejects it again, a real change of state.
+        let tr = probe(&h, late, end, false);
+        assert!(matches!(tr, Some(Transition::Ejected { .. })), "{tr:?}");
+        assert_eq!(h.snapshot(late).state, ProviderState::Ejected);
+    }
+
+    #[test]
+    fn a_live_trial_in_flight_holds_off_the_end_probe_for_an_interval() {
+        let p = policy();
+        let h = ProviderHealth::new();
+        let t = Instant::now();
+        for _ in 0..3 {
+            fail(&h, t, Server, false);
+        }
+        let end = t + ms(1000);
+        assert_eq!(h.begin_attempt(end, false), Some(true));
+        assert_eq!(h.recovery_probe_due(end, &p), Some(end + ms(2000)));
+        // An abandoned claim is given back.
+        assert!(h.begin_recovery_probe(end + ms(2000), &p, ms(500)));
+        h.abandon_recovery_probe();
+        assert_eq!(
+            h.recovery_probe_due(end + ms(2000), &p),
+            Some(end + ms(2000))
+        );
+    }
+
+    #[test]
+    fn a_half_open_provider_cooling_down_is_not_offered_a_trial() {
+        let h = ProviderHealth::new();
+        let t = Instant::now();
+        for _ in 0..3 {
+            fail(&h, t, Server, false);
+        }
+        h.record(
+            t,
+            AttemptResult::Failed(RateLimit),
+            false,
+            Some(Duration::from_secs(5)),
+            &policy(),
+            1.0,
+        );
+        let later = t + ms(1000);
+        assert_eq!(
+            h.availability(later),
+            Availability::Unavailable(ProviderState::CoolingDown)
+        );
+        assert_eq!(h.begin_attempt(later, false), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The `health` section: passive ejection (failures, ejection times,
-//! Retry-After cap) and the defaults for active probes.
+//! Retry-After cap), recovery probing and the defaults for active probes.
 
 use super::{ms, Errors};
 use crate::config::schema::Health;
@@ -18,6 +18,9 @@ pub(super) fn health(errs: &mut Errors, h: &Health) -> Option<HealthSettings> {
             "health.max_ejection_ms",
             "must be at least health.base_ejection_ms",
         );
+    }
+    if h.recovery_probe_interval_ms == 0 {
+        errs.push("health.recovery_probe_interval_ms", "must be at least 1");
     }
     if let Some(a) = &h.active {
         if a.interval_ms == 0 {
@@ -39,6 +42,7 @@ pub(super) fn health(errs: &mut Errors, h: &Health) -> Option<HealthSettings> {
         base_ejection: ms(h.base_ejection_ms),
         max_ejection: ms(h.max_ejection_ms),
         max_retry_after: ms(h.max_retry_after_ms),
+        recovery_probe_interval: ms(h.recovery_probe_interval_ms),
         active,
     })
 }

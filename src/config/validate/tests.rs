@@ -157,6 +157,26 @@ fn header_limits_are_typed_and_bounded() {
 }
 
 #[test]
+fn recovery_probe_interval_defaults_to_4s_and_must_be_positive() {
+    let base = r#"
+providers: [{ name: a, api: anthropic, base_url: "http://127.0.0.1:1" }]
+routes: [{ name: r, paths: ["/"], providers: [a] }]
+"#;
+    let c = check(base).unwrap();
+    assert_eq!(c.health.recovery_probe_interval, ms(4000));
+    let c = check(&format!(
+        "health: {{ recovery_probe_interval_ms: 250 }}{base}"
+    ))
+    .unwrap();
+    assert_eq!(c.health.recovery_probe_interval, ms(250));
+    let errs = check(&format!(
+        "health: {{ recovery_probe_interval_ms: 0 }}{base}"
+    ))
+    .unwrap_err();
+    assert_eq!(errs[0].path, "health.recovery_probe_interval_ms");
+}
+
+#[test]
 fn route_paths_must_be_normalised() {
     let yaml = r#"
 providers: [{ name: a, api: anthropic, base_url: "http://127.0.0.1:1" }]

@@ -98,11 +98,13 @@ async fn tour() -> Result<(), String> {
     )
     .await?;
     let backup = start_mock("backup", Behavior::default()).await?;
+    let standby = start_mock("standby", Behavior::default()).await?;
     println!(
         "mock provider 'primary' on {} — answers 503 (overloaded)",
         primary.addr()
     );
     println!("mock provider 'backup'  on {} — healthy", backup.addr());
+    println!("mock provider 'standby' on {} — healthy", standby.addr());
 
     let dir: PathBuf = std::env::temp_dir().join(format!("steadfast-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("temp dir: {e}"))?;
@@ -118,14 +120,16 @@ health: {{ eject_after_failures: 2, base_ejection_ms: 30000 }}
 providers:
   - {{ name: primary, api: anthropic, base_url: "http://{p}" }}
   - {{ name: backup, api: anthropic, base_url: "http://{b}" }}
+  - {{ name: standby, api: anthropic, base_url: "http://{s}" }}
 routes:
-  - {{ name: messages, paths: ["/v1/messages"], strategy: priority, providers: [primary, backup] }}
+  - {{ name: messages, paths: ["/v1/messages"], strategy: priority, providers: [primary, backup, standby] }}
 logging: {{ access_log: all }}
 "#,
         pid = dir.join("steadfast.pid").display(),
         sock = dir.join("upgrade.sock").display(),
         p = primary.addr(),
         b = backup.addr(),
+        s = standby.addr(),
     );
     let config_path = dir.join("steadfast.yaml");
     std::fs::write(&config_path, &config).map_err(|e| format!("write config: {e}"))?;
@@ -196,7 +200,28 @@ logging: {{ access_log: all }}
         "complete stream ending in message_stop",
     )?;
 
-    println!("\n5. A bad request (400) is the client's fault: returned as is, no failover:");
+    println!(
+        "\n5. A 200 that fails inside the stream: backup sends message_start, then an\n   overloaded_error event before any content. Nothing reached the client yet,\n   so steadfast fails over to standby:"
+    );
+    backup.set_behavior(Behavior {
+        error_event_after: Some(0),
+        ..Behavior::default()
+    });
+    let r = request(proxy, "POST", "/v1/messages", stream_body).await?;
+    explain(&r);
+    expect(
+        r.status == 200 && r.header("x-steadfast-provider") == "standby",
+        "answered by standby inside the same 200",
+    )?;
+    expect(
+        r.body.matches("event: message_start").count() == 1
+            && !r.body.contains("overloaded_error")
+            && r.body.contains("message_stop"),
+        "one clean stream: a single message_start, no trace of backup's error",
+    )?;
+    backup.set_behavior(Behavior::default());
+
+    println!("\n6. A bad request (400) is the client's fault: returned as is, no failover:");
     backup.set_behavior(Behavior {
         status: 400,
         ..Behavior::default()
@@ -209,17 +234,18 @@ logging: {{ access_log: all }}
         "classified as a request error",
     )?;
 
-    println!("\n6. Every provider down: a clear error in the Anthropic dialect:");
+    println!("\n7. Every provider down: a clear error in the Anthropic dialect:");
     backup.stop().await;
     primary.stop().await;
-    // Twice: the second failure ejects backup too.
+    standby.stop().await;
+    // Twice: the second failure ejects backup and standby too.
     request(proxy, "POST", "/v1/messages", body).await?;
     let r = request(proxy, "POST", "/v1/messages", body).await?;
     explain(&r);
     println!("   body: {}", r.body);
-    expect(r.status == 502, "client got 502 naming both providers")?;
+    expect(r.status == 502, "client got 502 naming every provider")?;
 
-    println!("\n7. /health on the admin listener:");
+    println!("\n8. /health on the admin listener:");
     let h = request(admin, "GET", "/health", "").await?;
     println!("   {} {}", h.status, h.body);
     expect(

@@ -6,6 +6,7 @@ pub mod app;
 pub mod body;
 pub mod clock;
 pub mod config;
+pub mod content;
 pub mod credentials;
 pub mod demo;
 pub mod dialect;

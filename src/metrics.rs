@@ -14,7 +14,7 @@
 use crate::app::Runtime;
 use crate::health::ProviderState;
 use crate::outcome::{AttemptResult, ErrorClass, RequestOutcome};
-use crate::record::{RequestRecord, Usage};
+use crate::record::{AttemptRecord, RequestRecord, Usage};
 use crate::tunnel::Direction;
 use arc_swap::ArcSwap;
 use once_cell::sync::Lazy;
@@ -24,7 +24,7 @@ use prometheus::{
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// `route` label of requests that matched no route.
 pub const NO_ROUTE: &str = "none";
@@ -62,7 +62,7 @@ const TTFB_BUCKETS: &[f64] = &[
 /// Attempt classes exposed by `steadfast_upstream_attempts_total`, in the
 /// order of the cached handles. `client` (the client left mid-attempt) is an
 /// extension: it is not the provider's fault but the attempt did happen.
-const ATTEMPT_CLASSES: [&str; 8] = [
+const ATTEMPT_CLASSES: [&str; 10] = [
     "success",
     "network",
     "timeout",
@@ -71,6 +71,8 @@ const ATTEMPT_CLASSES: [&str; 8] = [
     "auth",
     "request",
     "client",
+    "empty",
+    "context_length",
 ];
 
 fn attempt_index(r: AttemptResult) -> Option<usize> {
@@ -84,6 +86,8 @@ fn attempt_index(r: AttemptResult) -> Option<usize> {
             ErrorClass::Auth => Some(5),
             ErrorClass::Request => Some(6),
             ErrorClass::Client => Some(7),
+            ErrorClass::Empty => Some(8),
+            ErrorClass::ContextLength => Some(9),
             ErrorClass::Concurrency | ErrorClass::Internal => None,
         },
     }
@@ -196,6 +200,7 @@ struct RouteHandles {
 struct ProviderHandles {
     attempts: [IntCounter; ATTEMPT_CLASSES.len()],
     ttfb: Histogram,
+    first_content: Histogram,
     ejections: IntCounter,
     /// Token counters by (bounded) model label, in `TOKEN_KINDS` order.
     tokens: NameCache<[IntCounter; 4]>,
@@ -215,6 +220,7 @@ pub struct Metrics {
     request_duration: HistogramVec,
     attempts: IntCounterVec,
     ttfb: HistogramVec,
+    first_content: HistogramVec,
     overhead: HistogramVec,
     failovers: IntCounterVec,
     inflight: IntGauge,
@@ -332,6 +338,13 @@ impl Metrics {
             &["provider"],
             TTFB_BUCKETS,
         )?;
+        let first_content = histogram_vec(
+            &r,
+            "steadfast_time_to_first_content_seconds",
+            "From sending an attempt to the first content-bearing event of its 2xx stream.",
+            &["provider"],
+            TTFB_BUCKETS,
+        )?;
         let overhead = histogram_vec(
             &r,
             "steadfast_overhead_seconds",
@@ -433,6 +446,7 @@ impl Metrics {
             request_duration,
             attempts,
             ttfb,
+            first_content,
             overhead,
             failovers,
             inflight,
@@ -466,22 +480,26 @@ impl Metrics {
         self.providers.get(name, || ProviderHandles {
             attempts: ATTEMPT_CLASSES.map(|c| self.attempts.with_label_values(&[name, c])),
             ttfb: self.ttfb.with_label_values(&[name]),
+            first_content: self.first_content.with_label_values(&[name]),
             ejections: self.ejections.with_label_values(&[name]),
             tokens: NameCache::new(),
         })
     }
 
-    pub fn attempt_finished(&self, provider: &str, result: AttemptResult, ttfb: Option<Duration>) {
-        let h = self.provider(provider);
-        match attempt_index(result) {
+    pub fn attempt_finished(&self, a: &AttemptRecord) {
+        let h = self.provider(&a.provider);
+        match attempt_index(a.result) {
             Some(i) => h.attempts[i].inc(),
             None => self
                 .attempts
-                .with_label_values(&[provider, result.label()])
+                .with_label_values(&[a.provider.as_str(), a.result.label()])
                 .inc(),
         }
-        if let Some(t) = ttfb {
+        if let Some(t) = a.ttfb {
             h.ttfb.observe(t.as_secs_f64());
+        }
+        if let Some(t) = a.first_content {
+            h.first_content.observe(t.as_secs_f64());
         }
     }
 
@@ -692,7 +710,7 @@ mod process {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::AttemptRecord;
+    use std::time::Duration;
 
     fn rec(
         route: Option<&str>,
@@ -703,13 +721,7 @@ mod tests {
         r.route = route.map(str::to_string);
         r.attempts = attempts
             .iter()
-            .map(|(p, res)| AttemptRecord {
-                provider: p.to_string(),
-                result: *res,
-                status: None,
-                ttfb: None,
-                upstream_request_id: None,
-            })
+            .map(|(p, res)| AttemptRecord::new(p, *res))
             .collect();
         r.provider = attempts.last().map(|a| a.0.to_string());
         r.class = class;
@@ -749,12 +761,13 @@ mod tests {
     #[test]
     fn a_failover_is_one_request_and_two_attempts() {
         let m = Metrics::new().unwrap();
-        m.attempt_finished(
-            "p1",
-            AttemptResult::Failed(ErrorClass::Server),
-            Some(Duration::from_millis(5)),
-        );
-        m.attempt_finished("p2", AttemptResult::Success, Some(Duration::from_millis(7)));
+        let mut failed = AttemptRecord::new("p1", AttemptResult::Failed(ErrorClass::Server));
+        failed.ttfb = Some(Duration::from_millis(5));
+        m.attempt_finished(&failed);
+        let mut served = AttemptRecord::new("p2", AttemptResult::Success);
+        served.ttfb = Some(Duration::from_millis(7));
+        served.first_content = Some(Duration::from_millis(9));
+        m.attempt_finished(&served);
         m.request_finished(&rec(
             Some("messages"),
             &[
@@ -783,6 +796,14 @@ mod tests {
         );
         assert!(
             t.contains("steadfast_upstream_time_to_first_byte_seconds_count{provider=\"p2\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("steadfast_time_to_first_content_seconds_count{provider=\"p2\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("steadfast_time_to_first_content_seconds_count{provider=\"p1\"} 0"),
             "{t}"
         );
     }

@@ -14,6 +14,12 @@ pub enum ErrorClass {
     Server,
     Auth,
     Request,
+    /// A 2xx with no content and no tool call, or a stream that ended
+    /// before its first content (SPEC §9).
+    Empty,
+    /// A 4xx (or an error event) saying the prompt does not fit the
+    /// model's context window: the next provider's model may be larger.
+    ContextLength,
     Concurrency,
     Client,
     /// A bug in steadfast itself (a recovered panic). Not in the SPEC table
@@ -22,13 +28,15 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 9] = [
+    pub const ALL: [ErrorClass; 11] = [
         ErrorClass::Network,
         ErrorClass::Timeout,
         ErrorClass::RateLimit,
         ErrorClass::Server,
         ErrorClass::Auth,
         ErrorClass::Request,
+        ErrorClass::Empty,
+        ErrorClass::ContextLength,
         ErrorClass::Concurrency,
         ErrorClass::Client,
         ErrorClass::Internal,
@@ -36,13 +44,15 @@ impl ErrorClass {
 
     /// Classes an upstream attempt can end with; the only ones `failover_on`
     /// may name.
-    pub const UPSTREAM: [ErrorClass; 6] = [
+    pub const UPSTREAM: [ErrorClass; 8] = [
         ErrorClass::Network,
         ErrorClass::Timeout,
         ErrorClass::RateLimit,
         ErrorClass::Server,
         ErrorClass::Auth,
         ErrorClass::Request,
+        ErrorClass::Empty,
+        ErrorClass::ContextLength,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +63,8 @@ impl ErrorClass {
             ErrorClass::Server => "server",
             ErrorClass::Auth => "auth",
             ErrorClass::Request => "request",
+            ErrorClass::Empty => "empty",
+            ErrorClass::ContextLength => "context_length",
             ErrorClass::Concurrency => "concurrency",
             ErrorClass::Client => "client",
             ErrorClass::Internal => "internal",
@@ -65,11 +77,13 @@ impl ErrorClass {
 
     /// Whether this failure says something about the provider's health
     /// (feeds the circuit breaker). A bad request or a client that left does
-    /// not; a 429 is handled as a cooldown instead.
+    /// not; a 429 is handled as a cooldown instead. An empty answer is a
+    /// provider shedding load without saying so; a prompt too long for one
+    /// model says nothing about the provider.
     pub fn counts_against_provider(self) -> bool {
         matches!(
             self,
-            ErrorClass::Network | ErrorClass::Timeout | ErrorClass::Server
+            ErrorClass::Network | ErrorClass::Timeout | ErrorClass::Server | ErrorClass::Empty
         )
     }
 }
@@ -233,7 +247,7 @@ impl RequestOutcome {
     pub fn from_class(class: Option<ErrorClass>) -> RequestOutcome {
         match class {
             None => RequestOutcome::Success,
-            Some(ErrorClass::Request) => RequestOutcome::RequestError,
+            Some(ErrorClass::Request | ErrorClass::ContextLength) => RequestOutcome::RequestError,
             Some(ErrorClass::Concurrency) => RequestOutcome::Rejected,
             Some(ErrorClass::Client) => RequestOutcome::ClientClosed,
             Some(_) => RequestOutcome::UpstreamError,

@@ -16,6 +16,30 @@ pub struct AttemptRecord {
     /// The provider's own id for the request (`request-id`, `x-request-id`),
     /// which its support asks for.
     pub upstream_request_id: Option<String>,
+    /// From sending the request to the first content-bearing event of a
+    /// 2xx stream.
+    pub first_content: Option<Duration>,
+    /// The attempt failed inside a 2xx, before its first content.
+    pub pre_content: bool,
+    /// How long the attempt waited on the provider before it ended or its
+    /// response was committed.
+    pub waited: Duration,
+}
+
+impl AttemptRecord {
+    /// An attempt with nothing known beyond its provider and result.
+    pub fn new(provider: &str, result: AttemptResult) -> AttemptRecord {
+        AttemptRecord {
+            provider: provider.to_string(),
+            result,
+            status: None,
+            ttfb: None,
+            upstream_request_id: None,
+            first_content: None,
+            pre_content: false,
+            waited: Duration::ZERO,
+        }
+    }
 }
 
 /// Token usage reported by the provider.

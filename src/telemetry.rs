@@ -6,8 +6,8 @@
 use crate::config::{AccessLog, LogSettings};
 use crate::health::Transition;
 use crate::logging::event;
-use crate::outcome::{AttemptResult, ErrorClass};
-use crate::record::RequestRecord;
+use crate::outcome::ErrorClass;
+use crate::record::{AttemptRecord, RequestRecord};
 use crate::{metrics, stats};
 use log::Level;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -152,9 +152,9 @@ pub fn config_reloaded(success: bool) {
 }
 
 /// One upstream attempt ended (any result, the client leaving included).
-pub fn attempt_finished(provider: &str, result: AttemptResult, ttfb: Option<Duration>) {
-    metrics::global().attempt_finished(provider, result, ttfb);
-    stats::global().attempt_finished(provider, result);
+pub fn attempt_finished(a: &AttemptRecord) {
+    metrics::global().attempt_finished(a);
+    stats::global().attempt_finished(&a.provider, a.result);
 }
 
 /// Called exactly once per client request, however many attempts it made:
@@ -188,6 +188,9 @@ fn access_log(rec: &RequestRecord, settings: &LogSettings) {
                 "result": a.result.label(),
                 "status": a.status,
                 "ttfb_ms": a.ttfb.map(ms),
+                "first_content_ms": a.first_content.map(ms),
+                "pre_content": a.pre_content,
+                "waited_ms": ms(a.waited),
                 "upstream_request_id": a.upstream_request_id,
             })
         })

@@ -197,9 +197,17 @@ async fn non_sse_body_cut_is_visible_as_broken() {
     )
     .await;
     let m2 = anthropic("p2").await;
+    // Without `empty` in failover_on a JSON answer is committed at its
+    // header, so the cut comes after the commit.
     let px = Proxy::builder(
         "json-cut",
-        &route("anthropic", "/v1/messages", m1.addr(), m2.addr(), ""),
+        &route(
+            "anthropic",
+            "/v1/messages",
+            m1.addr(),
+            m2.addr(),
+            "retry:\n  failover_on: [network, timeout, rate_limit, server, auth]\n",
+        ),
     )
     .start()
     .await;
@@ -212,6 +220,35 @@ async fn non_sse_body_cut_is_visible_as_broken() {
         "a cut JSON body must not look complete: {:?}",
         r.text()
     );
+}
+
+#[tokio::test]
+async fn a_json_answer_cut_before_it_is_whole_fails_over() {
+    // With the default failover_on (which has `empty`), a JSON answer is
+    // read whole before anything is sent: a cut is still a failover.
+    let m1 = mock(
+        MockApi::Anthropic,
+        "p1",
+        Behavior {
+            cut_body_after_bytes: Some(20),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let m2 = anthropic("p2").await;
+    let px = Proxy::builder(
+        "json-cut-early",
+        &route("anthropic", "/v1/messages", m1.addr(), m2.addr(), ""),
+    )
+    .start()
+    .await;
+    let r = px
+        .send(Request::post("/v1/messages", anthropic_body("m", false)))
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.complete);
+    assert_eq!(r.header("x-steadfast-provider"), Some("p2"));
+    assert_eq!(r.json()["content"][0]["text"], "Hello from p2");
 }
 
 #[tokio::test]

@@ -210,6 +210,8 @@ pub struct TimeoutSettings {
     pub response_header: Duration,
     /// Streaming requests: request sent to response header.
     pub response_header_stream: Duration,
+    /// A 2xx stream: response header to its first content-bearing event.
+    pub first_content: Duration,
     pub stream_idle: Duration,
     pub total: Duration,
 }

@@ -90,6 +90,7 @@ pub struct Timeouts {
     pub connect_ms: u64,
     pub response_header_ms: u64,
     pub response_header_stream_ms: u64,
+    pub first_content_ms: u64,
     pub stream_idle_ms: u64,
     pub total_ms: u64,
 }
@@ -102,6 +103,7 @@ impl Default for Timeouts {
             // minutes sends nothing until it is done.
             response_header_ms: 600_000,
             response_header_stream_ms: 120_000,
+            first_content_ms: 60_000,
             stream_idle_ms: 300_000,
             total_ms: 900_000,
         }
@@ -115,6 +117,7 @@ pub struct TimeoutOverrides {
     pub connect_ms: Option<u64>,
     pub response_header_ms: Option<u64>,
     pub response_header_stream_ms: Option<u64>,
+    pub first_content_ms: Option<u64>,
     pub stream_idle_ms: Option<u64>,
     pub total_ms: Option<u64>,
 }
@@ -132,10 +135,18 @@ impl Default for Retry {
     fn default() -> Self {
         Retry {
             max_attempts: 3,
-            failover_on: ["network", "timeout", "rate_limit", "server", "auth"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            failover_on: [
+                "network",
+                "timeout",
+                "rate_limit",
+                "server",
+                "auth",
+                "empty",
+                "context_length",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         }
     }
 }

@@ -3,13 +3,15 @@
 //! known to be the last one. The sequencing policy lives in [`super::plan`];
 //! this file is the I/O around it.
 
+use super::hold::{self, HoldEnd};
 use super::intake::{acquire, client_gone, left_while_queued, Slot};
 use super::plan::{Candidate, Failed, Plan, Step};
-use super::relay::Answer;
+use super::relay::{self, Answer};
 use super::reply::{respond_local, write_whole};
 use super::{Ctx, Handled};
 use crate::app::{App, Route, Runtime};
 use crate::body::RequestMeta;
+use crate::content;
 use crate::dialect::LocalError;
 use crate::headers::{self, UpstreamTarget};
 use crate::limits::Limiter;
@@ -33,6 +35,10 @@ use tokio::io::AsyncWriteExt;
 /// Largest failed-attempt body held back for a possible replay to the
 /// client; provider error bodies are a few hundred bytes.
 const MAX_HELD_ERROR_BODY: usize = 64 * 1024;
+
+/// Largest 2xx JSON answer read whole to check it holds content; a longer
+/// one is not empty.
+const MAX_EMPTY_CHECK: usize = 1024 * 1024;
 
 /// A failed attempt's response, held in case it ends up being the answer.
 pub(super) struct HeldResponse {
@@ -284,6 +290,8 @@ impl<'a> Attempts<'a> {
             ttfb: None,
             status: None,
             upstream_request_id: None,
+            first_content: None,
+            pre_content: false,
         };
         // The budget for getting an answer: every attempt and the wait for
         // each response header. A committed stream is bounded by
@@ -456,11 +464,58 @@ impl<'a> Attempts<'a> {
                 None,
             );
         }
-        let class = outcome::classify_status(status);
-        let retry_after = match status {
+        let mut class = outcome::classify_status(status);
+        let mut retry_after = match status {
             429 | 503 => crate::health::retry_after(&head.headers, SystemTime::now()),
             _ => None,
         };
+        let idle = p.settings.timeouts.stream_idle;
+        let mut detail = format!("status {status}");
+        // The body read before deciding: a 4xx that may say the prompt is
+        // too long, a 2xx JSON answer checked for content.
+        let mut read: Option<Held> = None;
+
+        // A 4xx the status calls `request` may be a context-window
+        // overflow, which the next provider's model may take: its body
+        // decides (SPEC §9 `context_length`).
+        if class == Some(ErrorClass::Request)
+            && matches!(status, 400 | 413 | 422)
+            && !self.head_request
+        {
+            let held = self
+                .read_body(ctx, &mut up, idle, deadline, MAX_HELD_ERROR_BODY)
+                .await;
+            if let Held::Complete(b) = &held {
+                let v = content::request_error(b);
+                class = Some(v.class);
+                if !v.message.is_empty() {
+                    detail = format!("status {status}: {}", v.message);
+                }
+            }
+            read = Some(held);
+        }
+
+        // A 2xx JSON answer with no content and no tool call is `empty`:
+        // read whole before anything is sent (a whole answer reaches the
+        // client no sooner anyway), so that it can fail over, or go back
+        // marked as what it is.
+        let sse = relay::is_sse(&head);
+        if class.is_none()
+            && (200..300).contains(&status)
+            && !self.head_request
+            && !sse
+            && is_json(&head)
+            && self.rt.config.retry.fails_over(ErrorClass::Empty)
+        {
+            let held = self
+                .read_body(ctx, &mut up, idle, deadline, MAX_EMPTY_CHECK)
+                .await;
+            if matches!(&held, Held::Complete(b) if content::is_empty_answer(b)) {
+                class = Some(ErrorClass::Empty);
+                detail = format!("status {status} with no content");
+            }
+            read = Some(held);
+        }
 
         let mut prefix = None;
         // A 5xx often clears at once; a 429 or a rejected key does not.
@@ -470,14 +525,14 @@ impl<'a> Attempts<'a> {
         {
             // Hold the error back: it is only the answer if nothing better
             // comes from the next providers.
-            let waited = Instant::now();
-            let held = if self.head_request {
-                Held::Complete(Bytes::new())
-            } else {
-                read_held_body(&mut up, p.settings.timeouts.stream_idle, deadline).await
+            let held = match read.take() {
+                Some(h) => h,
+                None if self.head_request => Held::Complete(Bytes::new()),
+                None => {
+                    self.read_body(ctx, &mut up, idle, deadline, MAX_HELD_ERROR_BODY)
+                        .await
+                }
             };
-            ctx.rec.upstream_wait += waited.elapsed();
-            let detail = format!("status {status}");
             match held {
                 Held::Complete(body) => {
                     self.release(up, &peer).await;
@@ -502,7 +557,79 @@ impl<'a> Attempts<'a> {
                 // Too big to hold: this one is the answer after all.
                 Held::TooLarge(bytes) => prefix = Some(bytes),
             }
+        } else if let Some(held) = read {
+            match held {
+                Held::Complete(b) | Held::TooLarge(b) => prefix = Some(b),
+                Held::Broken => {
+                    let failed = Failed::new(ErrorClass::Network, true);
+                    let detail = format!("{detail}, then the body broke");
+                    return self.fail(ctx, &t, failed, detail, None, None);
+                }
+            }
         }
+
+        // A 2xx stream is held until its first content: an error event,
+        // an end or a silence before it still fails over (SPEC §9).
+        let mut framer = None;
+        if class.is_none() && (200..300).contains(&status) && !self.head_request && sse {
+            let waited = Instant::now();
+            let budget = hold::Budget {
+                first_content: (waited + p.settings.timeouts.first_content).min(deadline),
+                idle,
+            };
+            let end = hold::hold(s, &mut up, p.settings.api, budget).await;
+            ctx.rec.upstream_wait += waited.elapsed();
+            match end {
+                HoldEnd::ClientGone(e) => return self.client_left(ctx, &t, e),
+                HoldEnd::Commit {
+                    held,
+                    framer: f,
+                    content,
+                } => {
+                    if content {
+                        t.first_content = Some(t.started.elapsed());
+                    }
+                    prefix = Some(held);
+                    framer = Some(f);
+                }
+                HoldEnd::Failed {
+                    class: c,
+                    detail: d,
+                    retry_after: hint,
+                    held,
+                    body_done,
+                } => {
+                    t.pre_content = true;
+                    let failed = Failed::new(c, c == ErrorClass::Server);
+                    if self.plan.would_continue(failed) {
+                        let kept = held.map(|(body, _)| {
+                            Box::new(HeldResponse {
+                                provider: p.name().to_string(),
+                                header: head,
+                                body,
+                                class: c,
+                            })
+                        });
+                        if body_done {
+                            self.release(up, &peer).await;
+                        }
+                        return self.fail(ctx, &t, failed, d, hint, kept);
+                    }
+                    match held {
+                        // The last word: what the provider sent goes to the
+                        // client as is, as one well-formed stream.
+                        Some((b, f)) => {
+                            class = Some(c);
+                            retry_after = hint;
+                            prefix = Some(b);
+                            framer = Some(f);
+                        }
+                        None => return self.fail(ctx, &t, failed, d, None, None),
+                    }
+                }
+            }
+        }
+
         // Not needed while the response streams: keep them out of the
         // state a long stream carries.
         drop((up_head, body));
@@ -517,9 +644,26 @@ impl<'a> Attempts<'a> {
                 class,
                 retry_after,
                 prefix,
+                framer,
             },
         )
         .await
+    }
+
+    /// Read an upstream body before deciding what to do with the response,
+    /// bounded in size and time; the wait counts as upstream time.
+    async fn read_body(
+        &self,
+        ctx: &mut Ctx,
+        up: &mut UpstreamSession,
+        idle: Duration,
+        deadline: Instant,
+        max: usize,
+    ) -> Held {
+        let waited = Instant::now();
+        let held = read_held_body(up, idle, deadline, max).await;
+        ctx.rec.upstream_wait += waited.elapsed();
+        held
     }
 
     /// The client went away: stop, and do not blame the provider.
@@ -585,14 +729,18 @@ impl<'a> Attempts<'a> {
     }
 
     pub(super) fn record_attempt(&self, ctx: &mut Ctx, t: &Try, result: AttemptResult) {
-        telemetry::attempt_finished(t.p.name(), result, t.ttfb);
-        ctx.rec.attempts.push(AttemptRecord {
+        let a = AttemptRecord {
             provider: t.p.name().to_string(),
             result,
             status: t.status,
             ttfb: t.ttfb,
             upstream_request_id: t.upstream_request_id.clone(),
-        });
+            first_content: t.first_content,
+            pre_content: t.pre_content,
+            waited: t.started.elapsed(),
+        };
+        telemetry::attempt_finished(&a);
+        ctx.rec.attempts.push(a);
     }
 
     /// Return a finished upstream connection to the pool when it can carry
@@ -621,6 +769,10 @@ pub(super) struct Try {
     pub(super) ttfb: Option<Duration>,
     pub(super) status: Option<u16>,
     pub(super) upstream_request_id: Option<String>,
+    /// From sending the request to the first content-bearing event.
+    pub(super) first_content: Option<Duration>,
+    /// The attempt failed inside a 2xx, before its first content.
+    pub(super) pre_content: bool,
 }
 
 /// Counts the attempt in the provider's load (least_latency) while alive.
@@ -637,6 +789,13 @@ impl Drop for LoadGuard {
     fn drop(&mut self) {
         self.0.health.inflight.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+fn is_json(h: &ResponseHeader) -> bool {
+    h.headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("json"))
 }
 
 /// A transport error as the plan sees it, with a key-free description.
@@ -691,11 +850,12 @@ pub(super) enum Held {
     Broken,
 }
 
-/// Read a failed attempt's body, bounded in size and time.
+/// Read a response body whole, bounded in size and time.
 pub(super) async fn read_held_body(
     up: &mut UpstreamSession,
     idle: Duration,
     deadline: Instant,
+    max: usize,
 ) -> Held {
     let mut buf = BytesMut::new();
     loop {
@@ -703,7 +863,7 @@ pub(super) async fn read_held_body(
         match tokio::time::timeout(budget, up.read_body_bytes()).await {
             Ok(Ok(Some(chunk))) => {
                 buf.extend_from_slice(&chunk);
-                if buf.len() > MAX_HELD_ERROR_BODY {
+                if buf.len() > max {
                     return Held::TooLarge(buf.freeze());
                 }
             }

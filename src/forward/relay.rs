@@ -5,6 +5,7 @@
 use super::attempts::{describe, AttemptEnd, Attempts, Try};
 use super::intake::client_gone;
 use super::Ctx;
+use crate::content;
 use crate::dialect;
 use crate::headers;
 use crate::outcome::{self, AttemptResult, ErrorClass};
@@ -30,8 +31,11 @@ pub(super) struct Answer {
     /// `None` for a success; else the class of an error returned as is.
     pub(super) class: Option<ErrorClass>,
     pub(super) retry_after: Option<Duration>,
-    /// Body bytes already read (a failed attempt's body too large to hold).
+    /// Body bytes already read: a held stream's setup and first content
+    /// (whole events), or a body read before deciding.
     pub(super) prefix: Option<Bytes>,
+    /// The SSE framer of a held stream, with any partial event in it.
+    pub(super) framer: Option<SseFramer>,
 }
 
 impl Attempts<'_> {
@@ -50,6 +54,7 @@ impl Attempts<'_> {
             class,
             retry_after,
             prefix,
+            framer,
         } = a;
         let p = t.p.clone();
         // Committed: no attempt will need the request body again. A long
@@ -100,11 +105,11 @@ impl Attempts<'_> {
         }
 
         let mut meter = UsageMeter::new(ctx.api, sse);
-        let mut framer = sse.then(SseFramer::new);
+        let mut framer = framer.or_else(|| sse.then(SseFramer::new));
+        let mut watch = Watch::default();
         let idle = p.settings.timeouts.stream_idle;
         if let Some(prefix) = prefix {
-            meter.feed(&prefix);
-            if let Err(e) = s.write_response_body(Some(prefix), false).await {
+            if let Err(e) = forward(s, ctx, sse, &mut meter, &mut watch, prefix).await {
                 keep_usage(ctx, meter);
                 return self.client_left(ctx, &t, e);
             }
@@ -126,13 +131,7 @@ impl Attempts<'_> {
                         None => Some(chunk),
                     };
                     if let Some(out) = out {
-                        meter.feed(&out);
-                        // Once the stream's own last event is out, the
-                        // client has its whole answer.
-                        if sse && !ctx.finished && kind::holds_terminal(ctx.api, &out) {
-                            ctx.finished = true;
-                        }
-                        if let Err(e) = s.write_response_body(Some(out), false).await {
+                        if let Err(e) = forward(s, ctx, sse, &mut meter, &mut watch, out).await {
                             break End::ClientGone(e);
                         }
                     }
@@ -153,8 +152,7 @@ impl Attempts<'_> {
         match end {
             End::Done => {
                 if let Some(rest) = framer.as_mut().and_then(SseFramer::finish) {
-                    meter.feed(&rest);
-                    if let Err(e) = s.write_response_body(Some(rest), false).await {
+                    if let Err(e) = forward(s, ctx, sse, &mut meter, &mut watch, rest).await {
                         keep_usage(ctx, meter);
                         return self.client_left(ctx, &t, e);
                     }
@@ -165,6 +163,16 @@ impl Attempts<'_> {
                     return self.client_left(ctx, &t, e);
                 }
                 self.release(up, &peer).await;
+                let verdict = match watch.error.take() {
+                    // The provider ended its stream with an error event
+                    // after content: the client has it already; it is a
+                    // broken answer all the same.
+                    Some(v) if class.is_none() => {
+                        self.interrupted(ctx, &t, v.class, &v.message);
+                        return AttemptEnd::Finished;
+                    }
+                    _ => verdict,
+                };
                 self.judge(ctx, &t, verdict, retry_after);
                 AttemptEnd::Finished
             }
@@ -190,10 +198,15 @@ impl Attempts<'_> {
             }
             End::Broken(bc, detail) => {
                 keep_usage(ctx, meter);
-                ctx.rec.class = Some(bc);
-                ctx.rec.stream_interrupted = Some(bc);
-                telemetry::stream_interrupted(&ctx.rec, p.name(), bc, &detail);
-                self.judge(ctx, &t, AttemptResult::Failed(bc), None);
+                if let Some(v) = watch.error.take() {
+                    // Its own error event went out already; end there.
+                    self.interrupted(ctx, &t, v.class, &v.message);
+                    return match s.write_response_body(None, true).await {
+                        Ok(()) => AttemptEnd::Finished,
+                        Err(e) => AttemptEnd::Abort(e),
+                    };
+                }
+                self.interrupted(ctx, &t, bc, &detail);
                 if sse {
                     // The half event the upstream left behind is dropped by
                     // the framer; end with a whole error event instead.
@@ -215,6 +228,14 @@ impl Attempts<'_> {
         }
     }
 
+    /// A committed response broke: recorded once, the provider judged.
+    fn interrupted(&mut self, ctx: &mut Ctx, t: &Try, class: ErrorClass, detail: &str) {
+        ctx.rec.class = Some(class);
+        ctx.rec.stream_interrupted = Some(class);
+        telemetry::stream_interrupted(&ctx.rec, t.p.name(), class, detail);
+        self.judge(ctx, t, AttemptResult::Failed(class), None);
+    }
+
     /// The response could not be turned into the client's (a header the
     /// upstream sent that cannot be re-encoded): nothing was sent yet, so
     /// this counts as a failed attempt.
@@ -228,6 +249,39 @@ impl Attempts<'_> {
             None,
         )
     }
+}
+
+/// What the relay learns from the events it forwards.
+#[derive(Default)]
+struct Watch {
+    /// An error event the provider sent after the response was committed.
+    error: Option<content::ErrorVerdict>,
+}
+
+/// Send one piece of body to the client, reading it on the way: usage,
+/// the stream's terminal event (after which the client has its whole
+/// answer), an error event. Cheap for the common event: a byte search
+/// first, events are parsed only when a marker occurs.
+async fn forward(
+    s: &mut Session,
+    ctx: &mut Ctx,
+    sse: bool,
+    meter: &mut UsageMeter,
+    watch: &mut Watch,
+    out: Bytes,
+) -> Result<()> {
+    meter.feed(&out);
+    if sse {
+        if !ctx.finished && kind::holds_terminal(ctx.api, &out) {
+            ctx.finished = true;
+        }
+        if watch.error.is_none() && memchr::memmem::find(&out, b"error").is_some() {
+            watch.error = crate::sse::events(&out)
+                .find(|(name, data)| kind::classify(ctx.api, *name, data) == kind::EventKind::Error)
+                .map(|(_, data)| content::stream_error(&data));
+        }
+    }
+    s.write_response_body(Some(out), false).await
 }
 
 /// Usage seen so far is kept whatever happens next: the provider billed it.
@@ -250,7 +304,7 @@ enum End {
     ClientGone(Box<Error>),
 }
 
-fn is_sse(h: &ResponseHeader) -> bool {
+pub(super) fn is_sse(h: &ResponseHeader) -> bool {
     h.headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -705,7 +705,7 @@ pub fn retry_after(headers: &http::HeaderMap, now: std::time::SystemTime) -> Opt
 }
 
 /// "1h2m3.5s", "6m0s", "20ms", "1.5s", "30" (seconds).
-fn parse_go_duration(s: &str) -> Option<Duration> {
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
     if s.is_empty() {
         return None;
     }

@@ -16,6 +16,9 @@ const MAX_PAD: usize = 256 * 1024 * 1024;
 pub struct Behavior {
     /// 200 = normal answer; anything else = error response in the dialect's format.
     pub status: u16,
+    /// Message of that error response (default: "mock NAME returned STATUS"),
+    /// e.g. "prompt is too long: 210000 tokens > 200000 maximum".
+    pub error_message: Option<String>,
     /// Retry-After header value to send (any status).
     pub retry_after: Option<String>,
     /// Extra response headers, e.g. x-ratelimit-reset-requests.
@@ -47,12 +50,31 @@ pub struct Behavior {
     /// Extra padding bytes in the answer text, for large responses (spread
     /// over the deltas when streaming).
     pub body_size: usize,
+    /// SSE: after this many content deltas, send an error event in the
+    /// dialect and end the stream cleanly. 0 = before any content, right
+    /// after the setup events (a 200 that fails as Anthropic's overloaded
+    /// streams do).
+    pub error_event_after: Option<usize>,
+    /// Anthropic error type of that event (`overloaded_error`,
+    /// `rate_limit_error`, `api_error`, `invalid_request_error`, ...);
+    /// mapped to the OpenAI equivalent for the OpenAI dialects.
+    pub error_event_type: String,
+    /// Message of that event.
+    pub error_event_message: String,
+    /// A 2xx answer with no content: an empty message (JSON), or a stream
+    /// of setup and end events only.
+    pub empty: bool,
+    /// SSE: before the first content, send keep-alives (`ping` events,
+    /// SSE comments) every `ping_interval_ms` for this long.
+    pub pings_before_content_ms: u64,
+    pub ping_interval_ms: u64,
 }
 
 impl Default for Behavior {
     fn default() -> Self {
         Behavior {
             status: 200,
+            error_message: None,
             retry_after: None,
             extra_headers: Vec::new(),
             latency_ms: 0,
@@ -67,6 +89,12 @@ impl Default for Behavior {
             input_tokens: 11,
             output_tokens: 7,
             body_size: 0,
+            error_event_after: None,
+            error_event_type: "overloaded_error".into(),
+            error_event_message: "Overloaded".into(),
+            empty: false,
+            pings_before_content_ms: 0,
+            ping_interval_ms: 100,
         }
     }
 }
@@ -77,6 +105,15 @@ impl Behavior {
     pub fn validate(&self) -> Result<(), String> {
         if !(200..=599).contains(&self.status) {
             return Err(format!("status {} is not in 200..=599", self.status));
+        }
+        if self.ping_interval_ms == 0 && self.pings_before_content_ms > 0 {
+            return Err("ping_interval_ms must be at least 1".into());
+        }
+        if self.error_event_type.is_empty() || !self.error_event_type.bytes().all(is_tchar) {
+            return Err(format!(
+                "error_event_type {:?} is not a plain token",
+                self.error_event_type
+            ));
         }
         if self.body_size > MAX_PAD {
             return Err(format!("body_size {} is above {MAX_PAD}", self.body_size));

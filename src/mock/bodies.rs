@@ -32,6 +32,64 @@ pub(super) enum Phase {
     Post(usize),
 }
 
+impl Kind {
+    /// The step of a stream's first content-bearing event (Anthropic's
+    /// content_block_start comes right after message_start; a chat stream's
+    /// first chunk already has content; a Responses stream opens its item
+    /// and part first).
+    pub(super) fn first_content_step(self, pre: usize) -> usize {
+        match self {
+            Kind::Messages => 1,
+            Kind::Chat | Kind::Responses => pre,
+        }
+    }
+
+    /// Events an empty answer leaves out: the content block around the
+    /// (absent) deltas.
+    pub(super) fn is_content_frame(self, phase: Phase) -> bool {
+        matches!(
+            (self, phase),
+            (Kind::Messages, Phase::Pre(1) | Phase::Post(0)) | (_, Phase::Delta(_))
+        )
+    }
+}
+
+/// A keep-alive that carries nothing: Anthropic's `ping`, an SSE comment
+/// for the OpenAI dialects.
+pub(super) fn keepalive(w: &mut Vec<u8>, kind: Kind) {
+    match kind {
+        Kind::Messages => w.extend_from_slice(b"event: ping\ndata: {\"type\":\"ping\"}\n\n"),
+        Kind::Chat | Kind::Responses => w.extend_from_slice(b": keep-alive\n\n"),
+    }
+}
+
+/// The error event a provider sends inside a 200 stream, in the dialect.
+pub(super) fn error_event(w: &mut Vec<u8>, kind: Kind, r: &Reply, seq: usize) {
+    let t = r.b.error_event_type.as_str();
+    let msg = Esc(&r.b.error_event_message);
+    // OpenAI's names for the same trouble.
+    let (otype, code) = match t {
+        "rate_limit_error" => ("requests", "rate_limit_exceeded"),
+        "invalid_request_error" => ("invalid_request_error", "invalid_request_error"),
+        "authentication_error" => ("invalid_request_error", "invalid_api_key"),
+        _ => ("server_error", "server_error"),
+    };
+    match kind {
+        Kind::Messages => w!(
+            w,
+            "event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"{t}\",\"message\":\"{msg}\"}}}}\n\n"
+        ),
+        Kind::Chat => w!(
+            w,
+            "data: {{\"error\":{{\"message\":\"{msg}\",\"type\":\"{otype}\",\"param\":null,\"code\":\"{code}\"}}}}\n\n"
+        ),
+        Kind::Responses => w!(
+            w,
+            "event: error\ndata: {{\"type\":\"error\",\"sequence_number\":{seq},\"code\":\"{code}\",\"message\":\"{msg}\",\"param\":null}}\n\n"
+        ),
+    }
+}
+
 pub(super) struct Reply<'a> {
     pub(super) name: &'a str,
     pub(super) n: usize,
@@ -136,11 +194,21 @@ pub(super) fn models_json(w: &mut Vec<u8>, api: MockApi) {
 pub(super) fn anthropic_message(w: &mut Vec<u8>, r: &Reply) {
     w!(
         w,
-        r#"{{"id":"msg_mock_{}","type":"message","role":"assistant","model":"{}","content":[{{"type":"text","text":"Hello from {}{}"}}],"stop_reason":"end_turn","stop_sequence":null,"usage":{{"input_tokens":{},"output_tokens":{}}}}}"#,
+        r#"{{"id":"msg_mock_{}","type":"message","role":"assistant","model":"{}","content":["#,
         r.n,
-        Esc(r.model),
-        Esc(r.name),
-        Pad(r.b.body_size),
+        Esc(r.model)
+    );
+    if !r.b.empty {
+        w!(
+            w,
+            r#"{{"type":"text","text":"Hello from {}{}"}}"#,
+            Esc(r.name),
+            Pad(r.b.body_size)
+        );
+    }
+    w!(
+        w,
+        r#"],"stop_reason":"end_turn","stop_sequence":null,"usage":{{"input_tokens":{},"output_tokens":{}}}}}"#,
         r.b.input_tokens,
         r.b.output_tokens
     );
@@ -149,11 +217,12 @@ pub(super) fn anthropic_message(w: &mut Vec<u8>, r: &Reply) {
 pub(super) fn chat_completion(w: &mut Vec<u8>, r: &Reply) {
     w!(
         w,
-        r#"{{"id":"chatcmpl-mock-{}","object":"chat.completion","created":{},"model":"{}","choices":[{{"index":0,"message":{{"role":"assistant","content":"Hello from {}{}","refusal":null}},"logprobs":null,"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{},"completion_tokens":{},"total_tokens":{}}}}}"#,
+        r#"{{"id":"chatcmpl-mock-{}","object":"chat.completion","created":{},"model":"{}","choices":[{{"index":0,"message":{{"role":"assistant","content":"{}{}{}","refusal":null}},"logprobs":null,"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{},"completion_tokens":{},"total_tokens":{}}}}}"#,
         r.n,
         r.created,
         Esc(r.model),
-        Esc(r.name),
+        if r.b.empty { "" } else { "Hello from " },
+        Esc(if r.b.empty { "" } else { r.name }),
         Pad(r.b.body_size),
         r.b.input_tokens,
         r.b.output_tokens,
@@ -179,7 +248,7 @@ pub(super) fn response_object(w: &mut Vec<u8>, r: &Reply, done: bool, streamed: 
         );
         if streamed {
             full_text(w, r);
-        } else {
+        } else if !r.b.empty {
             w!(w, "Hello from {}{}", Esc(r.name), Pad(r.b.body_size));
         }
         w!(

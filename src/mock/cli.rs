@@ -63,6 +63,19 @@ pub struct MockArgs {
     /// Extra padding bytes in the answer text.
     #[arg(long, default_value_t = 0, value_name = "BYTES")]
     pub body_size: usize,
+    /// SSE: send an error event after N content deltas (0 = before any
+    /// content, inside the 200) and end the stream.
+    #[arg(long, value_name = "N")]
+    pub error_event_after: Option<usize>,
+    /// Anthropic error type of that event.
+    #[arg(long, default_value = "overloaded_error", value_name = "TYPE")]
+    pub error_event_type: String,
+    /// Answer 200 with no content (empty message or empty stream).
+    #[arg(long)]
+    pub empty: bool,
+    /// SSE: keep-alives only for this long before the first content.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub pings_before_content_ms: u64,
 }
 
 impl MockArgs {
@@ -105,6 +118,11 @@ impl MockArgs {
             input_tokens: self.input_tokens,
             output_tokens: self.output_tokens,
             body_size: self.body_size,
+            error_event_after: self.error_event_after,
+            error_event_type: self.error_event_type.clone(),
+            empty: self.empty,
+            pings_before_content_ms: self.pings_before_content_ms,
+            ..Behavior::default()
         };
         behavior.validate()?;
         Ok(MockConfig {

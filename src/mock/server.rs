@@ -3,8 +3,8 @@
 //! in `wire`, the bodies in `bodies`.
 
 use super::bodies::{
-    anthropic_message, chat_completion, error_json, models_json, response_object, sse_event, Kind,
-    Phase, Reply,
+    anthropic_message, chat_completion, error_event, error_json, keepalive, models_json,
+    response_object, sse_event, Kind, Phase, Reply,
 };
 use super::wire::{put_head, Framing, ReqError, Request};
 use super::{Behavior, RecordedRequest, Shared};
@@ -198,6 +198,18 @@ impl Conn {
             tokio::time::sleep(Duration::from_millis(b.latency_ms)).await;
         }
         let probe = Probe::parse(&body);
+        // An empty answer is an answer with no deltas and no text.
+        let emptied;
+        let b: &Behavior = if b.empty {
+            emptied = Behavior {
+                events: 0,
+                body_size: 0,
+                ..Behavior::clone(&b)
+            };
+            &emptied
+        } else {
+            &b
+        };
         let r = Reply {
             name: &shared.name,
             n,
@@ -206,7 +218,7 @@ impl Conn {
             } else {
                 &probe.model
             },
-            b: &b,
+            b,
             include_usage: probe
                 .stream_options
                 .and_then(|o| o.include_usage)
@@ -218,7 +230,10 @@ impl Conn {
         };
         self.body.clear();
         let status = if b.status != 200 {
-            let msg = format!("mock {} returned {}", shared.name, b.status);
+            let msg = match &b.error_message {
+                Some(m) => m.clone(),
+                None => format!("mock {} returned {}", shared.name, b.status),
+            };
             error_json(&mut self.body, shared.api, b.status, &msg);
             b.status
         } else {
@@ -254,7 +269,7 @@ impl Conn {
                 }
             }
         };
-        self.send_fixed(status, n, &b, keep).await
+        self.send_fixed(status, n, b, keep).await
     }
 
     /// Sends `self.body` as a JSON response, applying `cut_body_after_bytes`.
@@ -304,13 +319,49 @@ impl Conn {
             Some(b),
             matches!(keep, Next::Close),
         );
+        let content_step = kind.first_content_step(pre);
         for step in 0..total {
+            let phase = if step < pre {
+                Phase::Pre(step)
+            } else if step < pre + b.events {
+                Phase::Delta(step - pre)
+            } else {
+                Phase::Post(step - pre - b.events)
+            };
+            if b.empty && kind.is_content_frame(phase) {
+                continue;
+            }
             if step > 0 && b.event_delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(b.event_delay_ms)).await;
+            }
+            if step == content_step && b.pings_before_content_ms > 0 {
+                // Alive but saying nothing: keep-alives only.
+                let until =
+                    tokio::time::Instant::now() + Duration::from_millis(b.pings_before_content_ms);
+                while tokio::time::Instant::now() < until {
+                    self.body.clear();
+                    keepalive(&mut self.body, kind);
+                    self.put_chunk();
+                    self.flush_out().await?;
+                    tokio::time::sleep(Duration::from_millis(b.ping_interval_ms)).await;
+                }
             }
             // `sent` = deltas already written; it only equals a fault's count at
             // the boundary right after that many deltas.
             let sent = step.saturating_sub(pre);
+            let error_now = match b.error_event_after {
+                Some(0) => step == content_step,
+                Some(n) => step >= pre && sent == n,
+                None => false,
+            };
+            if error_now {
+                self.body.clear();
+                error_event(&mut self.body, kind, r, step);
+                self.put_chunk();
+                self.out.extend_from_slice(b"0\r\n\r\n");
+                self.flush_out().await?;
+                return Ok(keep);
+            }
             if step >= pre && sent <= b.events {
                 if b.cut_mid_stream_after == Some(sent) {
                     self.flush_out().await?;
@@ -322,18 +373,9 @@ impl Conn {
                     return Ok(Next::Drop);
                 }
             }
-            let phase = if step < pre {
-                Phase::Pre(step)
-            } else if step < pre + b.events {
-                Phase::Delta(step - pre)
-            } else {
-                Phase::Post(step - pre - b.events)
-            };
             self.body.clear();
             sse_event(&mut self.body, kind, phase, r);
-            w!(&mut self.out, "{:x}\r\n", self.body.len());
-            self.out.extend_from_slice(&self.body);
-            self.out.extend_from_slice(b"\r\n");
+            self.put_chunk();
             if step + 1 == total {
                 self.out.extend_from_slice(b"0\r\n\r\n");
             }
@@ -341,6 +383,13 @@ impl Conn {
             self.flush_out().await?;
         }
         Ok(keep)
+    }
+
+    /// Frame `self.body` as one chunk of the chunked response.
+    fn put_chunk(&mut self) {
+        w!(&mut self.out, "{:x}\r\n", self.body.len());
+        self.out.extend_from_slice(&self.body);
+        self.out.extend_from_slice(b"\r\n");
     }
 
     async fn flush_out(&mut self) -> io::Result<()> {

@@ -83,27 +83,53 @@ fn last_boundary(b: &[u8]) -> Option<usize> {
 }
 
 /// Iterate over the events in a framed buffer, yielding (event name, data).
-/// Used to read usage counters; multi-line data fields are joined with '\n'.
-pub fn events(buf: &[u8]) -> impl Iterator<Item = (Option<&str>, String)> {
-    let text = std::str::from_utf8(buf).unwrap_or("");
-    text.split("\n\n").filter_map(|block| {
+/// Events end at a blank line (LF or CRLF line endings); multi-line data
+/// fields are joined with '\n'; comments and events without data are
+/// skipped, as an SSE client does.
+pub fn events(buf: &[u8]) -> Events<'_> {
+    Events {
+        lines: std::str::from_utf8(buf).unwrap_or("").split('\n'),
+    }
+}
+
+pub struct Events<'a> {
+    lines: std::str::Split<'a, char>,
+}
+
+impl<'a> Iterator for Events<'a> {
+    type Item = (Option<&'a str>, String);
+
+    fn next(&mut self) -> Option<Self::Item> {
         let mut name = None;
-        let mut data = String::new();
-        let mut any = false;
-        for line in block.lines() {
-            let line = line.trim_end_matches('\r');
-            if let Some(v) = line.strip_prefix("event:") {
-                name = Some(v.trim_start());
-            } else if let Some(v) = line.strip_prefix("data:") {
-                if any {
-                    data.push('\n');
+        let mut data: Option<String> = None;
+        loop {
+            let Some(line) = self.lines.next() else {
+                // An unterminated last event still counts (see
+                // SseFramer::finish).
+                return data.map(|d| (name, d));
+            };
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.is_empty() {
+                if let Some(d) = data.take() {
+                    return Some((name, d));
                 }
-                data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                any = true;
+                name = None;
+                continue;
+            }
+            if let Some(v) = line.strip_prefix("event:") {
+                name = Some(v.strip_prefix(' ').unwrap_or(v));
+            } else if let Some(v) = line.strip_prefix("data:") {
+                let v = v.strip_prefix(' ').unwrap_or(v);
+                match &mut data {
+                    Some(d) => {
+                        d.push('\n');
+                        d.push_str(v);
+                    }
+                    None => data = Some(v.to_string()),
+                }
             }
         }
-        any.then_some((name, data))
-    })
+    }
 }
 
 #[cfg(test)]
@@ -171,5 +197,22 @@ mod tests {
         assert_eq!(evs[0].0, Some("message_start"));
         assert_eq!(evs[0].1, "{\"a\":1}");
         assert_eq!(evs[1], (None, "x\ny".to_string()));
+    }
+
+    #[test]
+    fn crlf_events_and_an_unterminated_tail() {
+        let buf = b"event: a\r\ndata: 1\r\n\r\nevent: b\r\ndata: 2\r\n\r\n: ping\r\n\r\ndata: tail";
+        let evs: Vec<_> = events(buf).collect();
+        assert_eq!(
+            evs,
+            vec![
+                (Some("a"), "1".to_string()),
+                (Some("b"), "2".to_string()),
+                (None, "tail".to_string())
+            ]
+        );
+        // A name without data is not an event; it does not leak into the next.
+        let evs: Vec<_> = events(b"event: x\n\ndata: 3\n\n").collect();
+        assert_eq!(evs, vec![(None, "3".to_string())]);
     }
 }

@@ -18,7 +18,7 @@ pub(super) fn retry(errs: &mut Errors, r: &Retry) -> Option<RetrySettings> {
             None => errs.push(
                 format!("retry.failover_on[{i}]"),
                 format!(
-                    "unknown class {name:?}; expected one of network, timeout, rate_limit, server, auth, request"
+                    "unknown class {name:?}; expected one of network, timeout, rate_limit, server, auth, request, empty, context_length"
                 ),
             ),
         }
@@ -67,7 +67,7 @@ mod tests {
         );
         assert_eq!(
             errs.0[1].reason,
-            "unknown class \"concurrency\"; expected one of network, timeout, rate_limit, server, auth, request"
+            "unknown class \"concurrency\"; expected one of network, timeout, rate_limit, server, auth, request, empty, context_length"
         );
     }
 }

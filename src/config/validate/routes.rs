@@ -133,6 +133,7 @@ mod tests {
                 connect: t,
                 response_header: t,
                 response_header_stream: t,
+                first_content: t,
                 stream_idle: t,
                 total: t,
             },

@@ -10,6 +10,7 @@ pub(super) fn check_timeouts(errs: &mut Errors, path: &str, t: &Timeouts) {
         ("connect_ms", t.connect_ms),
         ("response_header_ms", t.response_header_ms),
         ("response_header_stream_ms", t.response_header_stream_ms),
+        ("first_content_ms", t.first_content_ms),
         ("stream_idle_ms", t.stream_idle_ms),
         ("total_ms", t.total_ms),
     ] {
@@ -24,6 +25,7 @@ pub(super) fn check_overrides(errs: &mut Errors, path: &str, t: &TimeoutOverride
         ("connect_ms", t.connect_ms),
         ("response_header_ms", t.response_header_ms),
         ("response_header_stream_ms", t.response_header_stream_ms),
+        ("first_content_ms", t.first_content_ms),
         ("stream_idle_ms", t.stream_idle_ms),
         ("total_ms", t.total_ms),
     ] {
@@ -41,6 +43,7 @@ pub(super) fn resolve(global: &Timeouts, o: &TimeoutOverrides) -> TimeoutSetting
         response_header_stream: ms(o
             .response_header_stream_ms
             .unwrap_or(global.response_header_stream_ms)),
+        first_content: ms(o.first_content_ms.unwrap_or(global.first_content_ms)),
         stream_idle: ms(o.stream_idle_ms.unwrap_or(global.stream_idle_ms)),
         total: ms(o.total_ms.unwrap_or(global.total_ms)),
     }

@@ -319,6 +319,3 @@ fn skip_block(b: &messages::Block, notes: &mut Notes) -> Result<bool, Untranslat
         ))),
     }
 }
-
-#[cfg(test)]
-mod tests;

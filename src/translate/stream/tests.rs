@@ -1013,3 +1013,119 @@ proptest! {
         prop_assert_eq!(round.usage, want.usage);
     }
 }
+
+/// Writes every translated corpus stream (and JSON answer) to
+/// `$STEADFAST_TRANSLATED_DIR` for the official SDKs to parse
+/// (tests/sdk/check_sdks.py). Ignored: it is a generator, not a check.
+#[test]
+#[ignore]
+fn dump_translated_corpus() {
+    let dir =
+        std::env::var("STEADFAST_TRANSLATED_DIR").unwrap_or_else(|_| "target/translated".into());
+    std::fs::create_dir_all(&dir).unwrap();
+    for (up, client, path) in all_corpus() {
+        let (out, ..) = run(up, client, &ctx(true), corpus(path).as_bytes(), &[]);
+        let name = format!(
+            "{}__{}.sse",
+            client.as_str(),
+            path.replace('/', "_").trim_end_matches(".sse")
+        );
+        std::fs::write(format!("{dir}/{name}"), out).unwrap();
+    }
+    let answers = [
+        (Api::OpenAi, Api::Anthropic, "chat/response_tools.json"),
+        (Api::OpenAi, Api::Anthropic, "chat/response_refusal.json"),
+        (
+            Api::OpenAiResponses,
+            Api::Anthropic,
+            "responses/response_tools.json",
+        ),
+        (Api::Anthropic, Api::OpenAi, "messages/response_tools.json"),
+        (
+            Api::Anthropic,
+            Api::OpenAi,
+            "messages/response_max_tokens.json",
+        ),
+    ];
+    for (up, client, path) in answers {
+        let r =
+            crate::translate::translate_response(up, client, corpus(path).as_bytes(), &ctx(false))
+                .unwrap();
+        let name = format!("{}__{}", client.as_str(), path.replace('/', "_"));
+        std::fs::write(format!("{dir}/{name}"), &r.body).unwrap();
+    }
+}
+
+/// Claude Code's request shape (system blocks, tools, `?beta=true`) on a
+/// route whose only provider speaks Chat: the request translates, the
+/// provider's tool-calling stream comes back as a Messages stream, and the
+/// next request (with the tool results) translates into a valid Chat
+/// continuation: one tool-using turn, end to end through the translators.
+#[test]
+fn claude_code_completes_a_tool_turn_against_a_chat_provider() {
+    use crate::translate::{plan, translate_request, Plan};
+    use std::collections::BTreeMap;
+    // `?beta=true` is a query: routing sees the normalised path without it.
+    assert_eq!(
+        plan(Api::Anthropic, Api::OpenAi, "/v1/messages"),
+        Plan::Translate {
+            path: "/v1/chat/completions"
+        }
+    );
+    let mut models = BTreeMap::new();
+    models.insert("claude-sonnet-4-5".to_string(), "gpt-4.1".to_string());
+    let first = corpus("messages/request_claude_code.json");
+    let t = translate_request(Api::Anthropic, Api::OpenAi, first.as_bytes(), &models).unwrap();
+    let sent: Value = serde_json::from_slice(&t.body).unwrap();
+    assert_eq!(sent["model"], "gpt-4.1");
+    assert_eq!(sent["tools"][0]["function"]["name"], "Bash");
+
+    let (out, end, summary) = run(
+        Api::OpenAi,
+        Api::Anthropic,
+        &t.reply,
+        corpus("chat/stream_parallel_tools.sse").as_bytes(),
+        &[],
+    );
+    assert_eq!(end, StreamEnd::Complete);
+    assert_eq!(summary.stop, Some(StopReason::ToolUse));
+    let a = messages_client(&out);
+
+    // Claude Code appends the assistant turn it rebuilt and the results.
+    let mut next: Value = serde_json::from_str(&first).unwrap();
+    let mut content = vec![serde_json::json!({"type": "text", "text": a.text})];
+    let mut results = Vec::new();
+    for c in &a.calls {
+        let input: Value = serde_json::from_str(&c.fragments.concat()).unwrap();
+        content.push(
+            serde_json::json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}),
+        );
+        results.push(serde_json::json!({"type": "tool_result", "tool_use_id": c.id, "content": format!("result of {}", c.name)}));
+    }
+    let msgs = next["messages"].as_array_mut().unwrap();
+    msgs.push(serde_json::json!({"role": "assistant", "content": content}));
+    msgs.push(serde_json::json!({"role": "user", "content": results}));
+    let t2 = translate_request(
+        Api::Anthropic,
+        Api::OpenAi,
+        &serde_json::to_vec(&next).unwrap(),
+        &models,
+    )
+    .unwrap();
+    let v: Value = serde_json::from_slice(&t2.body).unwrap();
+    let m = v["messages"].as_array().unwrap();
+    let n = m.len();
+    assert_eq!(m[n - 3]["role"], "assistant");
+    assert_eq!(m[n - 3]["content"], "Checking both.");
+    let calls = m[n - 3]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls[0]["id"], "call_DdmO9pD3xa9XTPNJ32zg2hcA");
+    assert_eq!(
+        calls[0]["function"]["arguments"],
+        "{\"location\":\"Paris\"}"
+    );
+    assert_eq!(calls[1]["function"]["name"], "get_time");
+    assert_eq!(m[n - 2]["role"], "tool");
+    assert_eq!(m[n - 2]["tool_call_id"], "call_DdmO9pD3xa9XTPNJ32zg2hcA");
+    assert_eq!(m[n - 1]["tool_call_id"], "call_ABCDEFGHIJKLMNOPQRSTUVWX");
+    assert_eq!(m[n - 1]["content"], "result of get_time");
+}

@@ -36,7 +36,11 @@ pub fn translate<'a>(
             }
             "user" => {
                 let blocks = user(m)?;
-                push(&mut turns, "user", blocks);
+                if blocks.is_empty() {
+                    notes.add(Note::EmptyMessageDropped);
+                } else {
+                    push(&mut turns, "user", blocks);
+                }
             }
             "assistant" => {
                 let blocks = assistant(m)?;

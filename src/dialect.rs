@@ -93,7 +93,7 @@ pub fn error_body(api: Api, kind: LocalError, message: &str) -> Bytes {
             "type": "error",
             "error": { "type": kind.anthropic_type(), "message": message }
         }),
-        Api::OpenAi => serde_json::json!({
+        Api::OpenAi | Api::OpenAiResponses => serde_json::json!({
             "error": {
                 "message": message,
                 "type": kind.openai_type(),
@@ -121,6 +121,13 @@ pub fn sse_error_event(api: Api, class: ErrorClass, message: &str) -> Bytes {
                 "error": { "message": message, "type": "server_error", "code": class.as_str() }
             });
             Bytes::from(format!("data: {data}\n\n"))
+        }
+        // The Responses API's own stream error event.
+        Api::OpenAiResponses => {
+            let data = serde_json::json!({
+                "type": "error", "code": class.as_str(), "message": message, "param": null
+            });
+            Bytes::from(format!("event: error\ndata: {data}\n\n"))
         }
     }
 }
@@ -200,6 +207,24 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(s.trim().strip_prefix("data: ").unwrap()).unwrap();
         assert_eq!(v["error"]["code"], "timeout");
+    }
+
+    #[test]
+    fn responses_clients_get_the_responses_error_event() {
+        let r = sse_error_event(Api::OpenAiResponses, ErrorClass::Network, "cut");
+        let s = std::str::from_utf8(&r).unwrap();
+        assert!(s.starts_with("event: error\ndata: {"), "{s}");
+        let v: serde_json::Value =
+            serde_json::from_str(s.lines().nth(1).unwrap().strip_prefix("data: ").unwrap())
+                .unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["code"], "network");
+        let b = json(&error_body(
+            Api::OpenAiResponses,
+            LocalError::BadRequest,
+            "m",
+        ));
+        assert_eq!(b["error"]["type"], "invalid_request_error");
     }
 
     #[test]

@@ -32,4 +32,5 @@ pub mod sse;
 pub mod stats;
 pub mod telemetry;
 pub mod tokens;
+pub mod translate;
 pub mod tunnel;

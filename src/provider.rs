@@ -38,7 +38,9 @@ impl Provider {
         let key = settings.key.as_ref().and_then(|k| {
             let (name, value) = match settings.api {
                 Api::Anthropic => ("x-api-key", k.expose().to_string()),
-                Api::OpenAi => ("authorization", format!("Bearer {}", k.expose())),
+                Api::OpenAi | Api::OpenAiResponses => {
+                    ("authorization", format!("Bearer {}", k.expose()))
+                }
             };
             let mut v = HeaderValue::from_str(&value).ok()?;
             // Keeps it out of any Debug output of the header map.

@@ -169,6 +169,7 @@ mod tests {
             strategy: Strategy::Priority,
             providers: vec![0],
             api: crate::config::Api::Anthropic,
+            translate: false,
         }
     }
 

@@ -148,7 +148,7 @@ impl UsageMeter {
                 }
                 _ => {}
             },
-            Api::OpenAi => {
+            Api::OpenAi | Api::OpenAiResponses => {
                 // Chat chunks carry usage at top level; the Responses API
                 // nests it in `response` on response.completed.
                 let obj = doc.response.as_deref().unwrap_or(&doc);
@@ -189,7 +189,7 @@ impl UsageMeter {
                     self.usage.cache_write = c;
                 }
             }
-            Api::OpenAi => {
+            Api::OpenAi | Api::OpenAiResponses => {
                 // OpenAI counts cached tokens inside the prompt total; report
                 // them separately so input + cache_read = prompt tokens.
                 let cached = u

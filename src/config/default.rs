@@ -25,12 +25,14 @@ pub fn builtin_default() -> FileConfig {
                 paths: vec!["/v1/messages".into()],
                 strategy: None,
                 providers: vec!["anthropic".into()],
+                translate: false,
             },
             RouteConf {
                 name: "openai".into(),
                 paths: vec!["/v1/chat/completions".into(), "/v1/responses".into()],
                 strategy: None,
                 providers: vec!["openai".into()],
+                translate: false,
             },
         ],
         ..FileConfig::default()

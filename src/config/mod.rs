@@ -78,19 +78,59 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The wire dialect of a provider, and therefore of the routes it serves.
+/// An API dialect: what a provider speaks on the wire (its `api`), and
+/// what the clients of a route speak ([`RouteSettings::api`]).
+///
+/// `OpenAi` is OpenAI's family as a passthrough provider knows it (Chat
+/// Completions and Responses alike are forwarded unchanged); where a body
+/// must be understood, as in translation, it means Chat Completions and
+/// `OpenAiResponses` means the Responses API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Api {
     Anthropic,
     OpenAi,
+    OpenAiResponses,
 }
 
 impl Api {
+    pub const ALL: [Api; 3] = [Api::Anthropic, Api::OpenAi, Api::OpenAiResponses];
+
+    /// The `api` value in the config file, and the `from_api` / `to_api`
+    /// label of `steadfast_translations_total`.
     pub fn as_str(self) -> &'static str {
         match self {
             Api::Anthropic => "anthropic",
             Api::OpenAi => "openai",
+            Api::OpenAiResponses => "openai_responses",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Api> {
+        Api::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// Whether errors, credentials and stream events take OpenAI's shape.
+    pub fn is_openai(self) -> bool {
+        matches!(self, Api::OpenAi | Api::OpenAiResponses)
+    }
+
+    /// The path of this dialect's generation endpoint (SPEC §9): where a
+    /// translated attempt goes, after the provider's base_url prefix.
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            Api::Anthropic => "/v1/messages",
+            Api::OpenAi => "/v1/chat/completions",
+            Api::OpenAiResponses => "/v1/responses",
+        }
+    }
+
+    /// The dialect whose endpoint `path` names: the endpoint itself, or a
+    /// path ending in it on a segment boundary (`/anthropic/v1/messages`).
+    pub fn of_endpoint(path: &str) -> Option<Api> {
+        Api::ALL.into_iter().find(|a| {
+            path.strip_suffix(a.endpoint())
+                .is_some_and(|head| head.is_empty() || !head.ends_with('/'))
+        })
     }
 }
 
@@ -272,9 +312,14 @@ pub struct RouteSettings {
     pub strategy: Strategy,
     /// Indexes into [`Config::providers`], in configured order.
     pub providers: Vec<usize>,
-    /// Dialect of the route's first provider: the dialect of errors that
-    /// steadfast itself produces on this route.
+    /// The clients' dialect: that of errors steadfast itself produces on
+    /// this route, and what a translated attempt translates from. Without
+    /// `translate` it is the dialect of the route's first provider (they all
+    /// speak it); with it, the dialect named by the route's paths.
     pub api: Api,
+    /// `translate: true`: providers of another `api` may serve this route,
+    /// their requests and responses translated (see `crate::translate`).
+    pub translate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -240,6 +240,8 @@ pub struct RouteConf {
     pub paths: Vec<String>,
     pub strategy: Option<String>,
     pub providers: Vec<String>,
+    /// Allow providers of another `api` (cross-dialect failover).
+    pub translate: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

@@ -41,7 +41,7 @@ pub fn classify(api: Api, name: Option<&str>, data: &str) -> EventKind {
     }
     match api {
         Api::Anthropic => anthropic(name.map_or_else(|| data_type(data), Cow::Borrowed).as_ref()),
-        Api::OpenAi => {
+        Api::OpenAi | Api::OpenAiResponses => {
             if data == "[DONE]" {
                 return EventKind::Terminal;
             }

@@ -64,18 +64,24 @@ fn provider(
         );
     }
     let api = match p.api.as_str() {
-        "anthropic" => Some(Api::Anthropic),
-        "openai" => Some(Api::OpenAi),
         "" => {
-            errs.push(format!("{path}.api"), "is required: anthropic or openai");
+            errs.push(
+                format!("{path}.api"),
+                "is required: anthropic, openai or openai_responses",
+            );
             None
         }
         other => {
-            errs.push(
-                format!("{path}.api"),
-                format!("unknown api {other:?}; expected anthropic or openai"),
-            );
-            None
+            let api = Api::parse(other);
+            if api.is_none() {
+                errs.push(
+                    format!("{path}.api"),
+                    format!(
+                        "unknown api {other:?}; expected anthropic, openai or openai_responses"
+                    ),
+                );
+            }
+            api
         }
     };
     let upstream = match parse_base_url(&p.base_url) {
@@ -279,7 +285,10 @@ mod tests {
             ]
         );
         assert_eq!(errs.0[0].reason, "duplicate provider name \"a\"");
-        assert_eq!(errs.0[2].reason, "is required: anthropic or openai");
+        assert_eq!(
+            errs.0[2].reason,
+            "is required: anthropic, openai or openai_responses"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `routes` list: which paths a route serves, its strategy, and the
-//! providers it fails over between, all of one dialect.
+//! providers it fails over between: all of one dialect, or, with
+//! `translate: true`, of dialects its clients' requests translate to.
 
 use super::Errors;
 use crate::config::schema::{ProviderConf, RouteConf};
@@ -86,24 +87,103 @@ pub(super) fn routes(
                 ),
             }
         }
-        let apis: HashSet<Api> = idxs.iter().map(|&i| providers[i].api).collect();
-        if apis.len() > 1 {
-            errs.push(
-                format!("{path}.providers"),
-                "mixes anthropic and openai providers; requests are forwarded unchanged, so every provider of a route must speak the same api",
-            );
-        }
-        if let Some(&first) = idxs.first() {
+        let api = if r.translate {
+            translated_dialect(errs, &path, r, &idxs, providers)
+        } else {
+            same_dialect(errs, &path, &idxs, providers)
+        };
+        if let (Some(api), false) = (api, idxs.is_empty()) {
             routes.push(RouteSettings {
                 name: r.name.clone(),
                 paths: r.paths.clone(),
                 strategy,
-                api: providers[first].api,
+                api,
                 providers: idxs,
+                translate: r.translate,
             });
         }
     }
     routes
+}
+
+/// Without `translate` requests are forwarded unchanged, so the route's
+/// providers must all speak one api; the clients speak it too.
+fn same_dialect(
+    errs: &mut Errors,
+    path: &str,
+    idxs: &[usize],
+    providers: &[ProviderSettings],
+) -> Option<Api> {
+    let first = providers[*idxs.first()?].api;
+    let mut apis: Vec<&str> = idxs.iter().map(|&i| providers[i].api.as_str()).collect();
+    apis.sort_unstable();
+    apis.dedup();
+    if apis.len() > 1 {
+        errs.push(
+            format!("{path}.providers"),
+            format!(
+                "mixes {} providers; requests are forwarded unchanged, so every provider of a route must speak the same api (or set translate: true)",
+                apis.join(" and ")
+            ),
+        );
+    }
+    Some(first)
+}
+
+/// With `translate`, the clients' dialect is the one the route's paths name
+/// (the client chooses the endpoint it calls; the provider order may
+/// change, so the first provider's api would be the wrong witness), and
+/// every provider must speak it or a dialect it translates to.
+fn translated_dialect(
+    errs: &mut Errors,
+    path: &str,
+    r: &RouteConf,
+    idxs: &[usize],
+    providers: &[ProviderSettings],
+) -> Option<Api> {
+    let mut client: Option<Api> = None;
+    let mut ok = true;
+    for (j, p) in r.paths.iter().enumerate() {
+        match Api::of_endpoint(p) {
+            None => {
+                ok = false;
+                errs.push(
+                    format!("{path}.paths[{j}]"),
+                    format!(
+                        "a route with translate: true must name the endpoint its clients call: a path ending in {}, {} or {}",
+                        Api::Anthropic.endpoint(),
+                        Api::OpenAi.endpoint(),
+                        Api::OpenAiResponses.endpoint()
+                    ),
+                );
+            }
+            Some(a) if client.is_some_and(|c| c != a) => {
+                ok = false;
+                errs.push(
+                    format!("{path}.paths[{j}]"),
+                    "names another dialect's endpoint than the route's first path; a translated route serves one client dialect: split it into two routes",
+                );
+            }
+            Some(a) => client = Some(a),
+        }
+    }
+    let client = client.filter(|_| ok)?;
+    for (j, name) in r.providers.iter().enumerate() {
+        let Some(p) = providers.iter().find(|p| &p.name == name) else {
+            continue;
+        };
+        if p.api != client && !crate::translate::supported(client, p.api) {
+            errs.push(
+                format!("{path}.providers[{j}]"),
+                format!(
+                    "provider {name:?} speaks {}, and {} requests do not translate to it; translation goes anthropic to openai or openai_responses, and openai to anthropic",
+                    p.api.as_str(),
+                    client.as_str()
+                ),
+            );
+        }
+    }
+    (!idxs.is_empty()).then_some(client)
 }
 
 #[cfg(test)]
@@ -154,7 +234,100 @@ mod tests {
             paths: vec!["/v1/messages".into()],
             strategy: strategy.map(Into::into),
             providers: providers.iter().map(|p| p.to_string()).collect(),
+            translate: false,
         }
+    }
+
+    fn translated(paths: &[&str], providers: &[&str]) -> RouteConf {
+        RouteConf {
+            name: format!("t{}", paths.join("+")),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            strategy: None,
+            providers: providers.iter().map(|p| p.to_string()).collect(),
+            translate: true,
+        }
+    }
+
+    #[test]
+    fn a_translated_route_takes_its_dialect_from_its_paths() {
+        let providers = [
+            valid("o", Api::OpenAi),
+            valid("a", Api::Anthropic),
+            valid("r", Api::OpenAiResponses),
+        ];
+        let decl = [declared("o"), declared("a"), declared("r")];
+        let mut errs = Errors(Vec::new());
+        // The first provider speaks openai, yet the clients call Messages.
+        let list = [
+            translated(&["/v1/messages"], &["o", "a", "r"]),
+            translated(
+                &["/v1/chat/completions", "/team/v1/chat/completions"],
+                &["a", "o"],
+            ),
+        ];
+        let got = routes(&mut errs, &list, &providers, &decl);
+        assert!(errs.0.is_empty(), "{:?}", errs.0);
+        assert_eq!(got[0].api, Api::Anthropic);
+        assert!(got[0].translate);
+        assert_eq!(got[0].providers, [0, 1, 2]);
+        assert_eq!(got[1].api, Api::OpenAi);
+    }
+
+    #[test]
+    fn a_translated_route_needs_one_endpoint_dialect_and_reachable_providers() {
+        let providers = [
+            valid("o", Api::OpenAi),
+            valid("a", Api::Anthropic),
+            valid("r", Api::OpenAiResponses),
+        ];
+        let decl = [declared("o"), declared("a"), declared("r")];
+        let mut errs = Errors(Vec::new());
+        let list = [
+            translated(&["/v1"], &["a", "o"]),
+            translated(&["/v1/messages", "/v1/chat/completions"], &["a", "o"]),
+            translated(&["/v1/chat/completions"], &["o", "r"]),
+            translated(&["/v1/responses"], &["r", "a"]),
+            translated(&["/v1/messagesx"], &["a"]),
+        ];
+        let got = routes(&mut errs, &list, &providers, &decl);
+        // Every error is reported; the file is rejected as a whole.
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            errs.paths(),
+            [
+                "routes[0].paths[0]",
+                "routes[1].paths[1]",
+                "routes[2].providers[1]",
+                "routes[3].providers[1]",
+                "routes[4].paths[0]",
+            ]
+        );
+        assert!(errs.0[0].reason.contains("/v1/chat/completions"));
+        assert!(errs.0[1].reason.contains("split it into two routes"));
+        assert!(
+            errs.0[2].reason.contains("speaks openai_responses"),
+            "{}",
+            errs.0[2].reason
+        );
+    }
+
+    #[test]
+    fn without_translate_any_two_apis_are_a_mix() {
+        let providers = [valid("o", Api::OpenAi), valid("r", Api::OpenAiResponses)];
+        let decl = [declared("o"), declared("r")];
+        let mut errs = Errors(Vec::new());
+        let got = routes(
+            &mut errs,
+            &[route("m", None, &["o", "r"])],
+            &providers,
+            &decl,
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(errs.paths(), ["routes[0].providers"]);
+        assert!(errs.0[0]
+            .reason
+            .starts_with("mixes openai and openai_responses providers"));
+        assert!(errs.0[0].reason.contains("translate: true"));
     }
 
     #[test]

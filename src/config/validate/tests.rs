@@ -231,3 +231,59 @@ routes: [{ name: r, paths: ["/"], providers: [a, b] }]
     assert_eq!((probe(1).interval, probe(1).timeout), (ms(250), ms(9)));
     assert_eq!(c.health.active.map(|a| a.interval), Some(ms(250)));
 }
+
+#[test]
+fn translate_lets_a_route_mix_dialects() {
+    let yaml = r#"
+providers:
+  - { name: a, api: anthropic, base_url: "http://127.0.0.1:1" }
+  - { name: o, api: openai, base_url: "http://127.0.0.1:2/compat" }
+  - { name: r, api: openai_responses, base_url: "http://127.0.0.1:3" }
+routes:
+  - { name: m, paths: ["/v1/messages"], translate: true, providers: [o, a, r] }
+  - { name: c, paths: ["/v1/chat/completions"], translate: true, providers: [a] }
+  - { name: plain, paths: ["/v1/responses"], providers: [r] }
+"#;
+    let c = check(yaml).unwrap();
+    assert_eq!(c.providers[2].api, Api::OpenAiResponses);
+    assert!(c.routes[0].translate);
+    // The clients' dialect comes from the path, not the first provider.
+    assert_eq!(c.routes[0].api, Api::Anthropic);
+    assert_eq!(c.routes[1].api, Api::OpenAi);
+    assert!(!c.routes[2].translate);
+    assert_eq!(c.routes[2].api, Api::OpenAiResponses);
+    // Without the key, the same mix is the old error.
+    let errs = check(&yaml.replacen("translate: true, ", "", 1)).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].path, "routes[0].providers");
+    assert!(
+        errs[0].reason.contains("translate: true"),
+        "{}",
+        errs[0].reason
+    );
+}
+
+#[test]
+fn api_values_and_endpoints() {
+    for a in Api::ALL {
+        assert_eq!(Api::parse(a.as_str()), Some(a));
+        assert_eq!(Api::of_endpoint(a.endpoint()), Some(a));
+    }
+    assert_eq!(Api::parse("openai-responses"), None);
+    assert_eq!(
+        Api::of_endpoint("/eu/v1/responses"),
+        Some(Api::OpenAiResponses)
+    );
+    assert_eq!(Api::of_endpoint("/v1/messages/count_tokens"), None);
+    assert_eq!(Api::of_endpoint("/x/v2/v1/messages"), Some(Api::Anthropic));
+    assert_eq!(Api::of_endpoint("/xv1/messages"), None);
+    let errs = check(
+        "providers: [{ name: a, api: openai_chat, base_url: \"http://127.0.0.1:1\" }]\nroutes: [{ name: r, paths: [\"/\"], providers: [a] }]\n",
+    )
+    .unwrap_err();
+    assert!(
+        errs[0].reason.contains("openai_responses"),
+        "{}",
+        errs[0].reason
+    );
+}

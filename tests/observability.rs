@@ -757,7 +757,12 @@ async fn health_goes_degraded_unhealthy_and_back_as_providers_die_and_return() {
         ),
         2.0
     );
-    assert!(px.events("provider_recovered").len() >= 2);
+    // A provider is routable (healthy) once its ejection ends; its
+    // recovered event follows when the trial or probe answers.
+    poll("two provider_recovered events", || async {
+        (px.events("provider_recovered").len() >= 2).then_some(())
+    })
+    .await;
 }
 
 fn mock_config(api: MockApi, name: &str) -> MockConfig {

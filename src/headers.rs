@@ -56,6 +56,36 @@ pub struct UpstreamTarget<'a> {
     pub path_prefix: &'a str,
     /// (header name, value) of the provider's own key, when it has one.
     pub key: Option<(&'a HeaderName, &'a http::HeaderValue)>,
+    /// The path to send instead of the client's, without its query: a
+    /// translated request goes to the target dialect's endpoint.
+    pub path: Option<&'a str>,
+    /// Client headers that mean nothing, or the wrong thing, to this
+    /// provider (another dialect's version and beta headers).
+    pub drop: &'a [&'a str],
+    /// Headers this provider needs, replacing any the client sent.
+    pub extra: &'a [(&'a str, &'a str)],
+    /// Every client credential header goes, whether or not the provider
+    /// has a key of its own: a key for one vendor never reaches another.
+    pub drop_credentials: bool,
+}
+
+impl<'a> UpstreamTarget<'a> {
+    /// The client's request, forwarded: only host and key swapped.
+    pub fn direct(
+        host_header: &'a str,
+        path_prefix: &'a str,
+        key: Option<(&'a HeaderName, &'a http::HeaderValue)>,
+    ) -> UpstreamTarget<'a> {
+        UpstreamTarget {
+            host_header,
+            path_prefix,
+            key,
+            path: None,
+            drop: &[],
+            extra: &[],
+            drop_credentials: false,
+        }
+    }
 }
 
 /// Build the request head sent to a provider, as HTTP/1.1 wire bytes.
@@ -78,7 +108,10 @@ pub fn upstream_request(
     request_id: &str,
     body_len: usize,
 ) -> Result<BytesMut> {
-    let query = client.uri.query();
+    let (path, query) = match target.path {
+        Some(p) => (p, None),
+        None => (path, client.uri.query()),
+    };
     let target_ok = |b: &[u8]| b.iter().all(|c| c.is_ascii_graphic());
     if !target_ok(target.path_prefix.as_bytes())
         || !path.starts_with('/')
@@ -108,12 +141,19 @@ pub fn upstream_request(
         {
             continue;
         }
-        if (target.key.is_some() && CREDENTIAL_HEADERS.contains(&n)) || strip.contains(name) {
+        if ((target.key.is_some() || target.drop_credentials) && CREDENTIAL_HEADERS.contains(&n))
+            || strip.contains(name)
+            || target.drop.contains(&n)
+            || target.extra.iter().any(|(e, _)| *e == n)
+        {
             continue;
         }
         put_header(&mut w, n.as_bytes(), value.as_bytes())?;
     }
     put_header(&mut w, b"host", target.host_header.as_bytes())?;
+    for (name, value) in target.extra {
+        put_header(&mut w, name.as_bytes(), value.as_bytes())?;
+    }
     if body_len > 0 || client.method != http::Method::GET && client.method != http::Method::HEAD {
         // Digits written in place: no String per attempt.
         w.put_slice(b"content-length: ");
@@ -306,11 +346,7 @@ mod tests {
     fn provider_key_replaces_every_client_credential() {
         let name = HeaderName::from_static("x-api-key");
         let value = http::HeaderValue::from_static("provider-key");
-        let t = UpstreamTarget {
-            host_header: "api.anthropic.com",
-            path_prefix: "/base",
-            key: Some((&name, &value)),
-        };
+        let t = UpstreamTarget::direct("api.anthropic.com", "/base", Some((&name, &value)));
         let w = upstream_request(&client_req(), &t, "/v1/messages", &[], "rid", 12).unwrap();
         assert!(w.starts_with(b"POST "));
         let r = Wire::parse(&w);
@@ -329,11 +365,7 @@ mod tests {
 
     #[test]
     fn passthrough_keeps_client_key_but_drops_steadfast_token() {
-        let t = UpstreamTarget {
-            host_header: "h",
-            path_prefix: "",
-            key: None,
-        };
+        let t = UpstreamTarget::direct("h", "", None);
         let strip = [header::AUTHORIZATION];
         let r = Wire::parse(
             &upstream_request(&client_req(), &t, "/v1/messages", &strip, "rid", 0).unwrap(),
@@ -348,11 +380,7 @@ mod tests {
     fn bodyless_get_has_no_length_and_line_breaks_are_refused() {
         let mut get = RequestHeader::build("GET", b"/v1/models", None).unwrap();
         get.insert_header("x-keep", "yes").unwrap();
-        let t = UpstreamTarget {
-            host_header: "h",
-            path_prefix: "",
-            key: None,
-        };
+        let t = UpstreamTarget::direct("h", "", None);
         let r = Wire::parse(&upstream_request(&get, &t, "/v1/models", &[], "rid", 0).unwrap());
         assert_eq!(r.get("content-length"), None);
         assert_eq!(r.get("x-keep"), Some("yes"));
@@ -376,11 +404,7 @@ mod tests {
     fn the_given_path_goes_upstream_with_the_clients_query() {
         let raw = RequestHeader::build("POST", b"/v1/messages/../../admin?beta=true&x=../y", None)
             .unwrap();
-        let t = UpstreamTarget {
-            host_header: "h",
-            path_prefix: "/prefix",
-            key: None,
-        };
+        let t = UpstreamTarget::direct("h", "/prefix", None);
         let r = Wire::parse(&upstream_request(&raw, &t, "/admin", &[], "rid", 0).unwrap());
         assert_eq!(r.target, "/prefix/admin?beta=true&x=../y");
         let no_query = RequestHeader::build("POST", b"/v1/messages", None).unwrap();
@@ -393,11 +417,7 @@ mod tests {
     fn every_stripped_header_is_left_out() {
         let mut req = client_req();
         req.insert_header("x-custom", "tok").unwrap();
-        let t = UpstreamTarget {
-            host_header: "h",
-            path_prefix: "",
-            key: None,
-        };
+        let t = UpstreamTarget::direct("h", "", None);
         let strip = [
             header::AUTHORIZATION,
             HeaderName::from_static("x-api-key"),

@@ -234,6 +234,7 @@ pub struct Metrics {
     websocket_sessions: IntCounterVec,
     websocket_open: IntGaugeVec,
     websocket_bytes: IntCounterVec,
+    translations: IntCounterVec,
     routes: NameCache<RouteHandles>,
     providers: NameCache<ProviderHandles>,
     models: BoundedLabels,
@@ -408,6 +409,12 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
+        let translations = counter_vec(
+            &r,
+            "steadfast_translations_total",
+            "Attempts whose request was translated from the client's dialect into the provider's.",
+            &["from_api", "to_api"],
+        )?;
         let websocket_sessions = counter_vec(
             &r,
             "steadfast_websocket_sessions_total",
@@ -460,6 +467,7 @@ impl Metrics {
             websocket_sessions,
             websocket_open,
             websocket_bytes,
+            translations,
             routes: NameCache::new(),
             providers: NameCache::new(),
             models: BoundedLabels::new(MAX_MODELS),
@@ -501,6 +509,12 @@ impl Metrics {
         if let Some(t) = a.first_content {
             h.first_content.observe(t.as_secs_f64());
         }
+    }
+
+    pub fn translated(&self, from: crate::config::Api, to: crate::config::Api) {
+        self.translations
+            .with_label_values(&[from.as_str(), to.as_str()])
+            .inc();
     }
 
     pub fn provider_ejected(&self, provider: &str) {

@@ -21,6 +21,8 @@ pub struct AttemptRecord {
     pub first_content: Option<Duration>,
     /// The attempt failed inside a 2xx, before its first content.
     pub pre_content: bool,
+    /// `client->provider` dialects of a translated attempt.
+    pub translated: Option<String>,
     /// How long the attempt waited on the provider before it ended or its
     /// response was committed.
     pub waited: Duration,
@@ -37,6 +39,7 @@ impl AttemptRecord {
             upstream_request_id: None,
             first_content: None,
             pre_content: false,
+            translated: None,
             waited: Duration::ZERO,
         }
     }

@@ -96,6 +96,39 @@ pub fn failover(rec: &RequestRecord, from: &str, class: ErrorClass) {
         .emit();
 }
 
+/// A provider could not take the request (a dialect it does not
+/// translate to, a feature it lacks): the route went on without it.
+pub fn provider_skipped(rec: &RequestRecord, provider: &str, why: &str) {
+    event(Level::Info, "provider_skipped")
+        .field("request_id", rec.request_id.as_str())
+        .opt("route", rec.route.as_deref())
+        .field("provider", provider)
+        .field("reason", why)
+        .emit();
+}
+
+/// An attempt's request was translated into another dialect; what the
+/// translation left out is logged by kind, never content.
+pub fn translated(
+    rec: &RequestRecord,
+    provider: &str,
+    from: crate::config::Api,
+    to: crate::config::Api,
+    notes: &crate::translate::Notes,
+) {
+    metrics::global().translated(from, to);
+    if !notes.is_empty() {
+        let notes: Vec<&str> = notes.as_slice().iter().map(|n| n.as_str()).collect();
+        event(Level::Info, "translation_notes")
+            .field("request_id", rec.request_id.as_str())
+            .field("provider", provider)
+            .field("from_api", from.as_str())
+            .field("to_api", to.as_str())
+            .field("notes", notes)
+            .emit();
+    }
+}
+
 pub fn stream_interrupted(rec: &RequestRecord, provider: &str, class: ErrorClass, detail: &str) {
     metrics::global().stream_interrupted(provider, class);
     stats::global().stream_interrupted();
@@ -190,6 +223,7 @@ fn access_log(rec: &RequestRecord, settings: &LogSettings) {
                 "ttfb_ms": a.ttfb.map(ms),
                 "first_content_ms": a.first_content.map(ms),
                 "pre_content": a.pre_content,
+                "translated": a.translated,
                 "waited_ms": ms(a.waited),
                 "upstream_request_id": a.upstream_request_id,
             })

@@ -6,78 +6,15 @@
 mod common;
 
 use common::http::{anthropic_body, openai_body, Conn, Request};
+use common::scripted::{self, Then};
 use common::*;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
-/// How the scripted upstream ends after writing its events.
-#[derive(Clone, Copy)]
-enum Then {
-    /// Keep the connection open without ending the body.
-    Linger,
-    /// Reset the connection without ending the body.
-    Reset,
-}
-
-/// An upstream that answers every request with these SSE events (chunked),
-/// then does `then`. Hand-written so the tail of the exchange is exactly
-/// what the test needs.
 async fn scripted_upstream(events: &'static [&'static str], then: Then) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            tokio::spawn(serve(s, events, then));
-        }
-    });
-    addr
-}
-
-async fn serve(mut s: TcpStream, events: &'static [&'static str], then: Then) {
-    // Read the head and a Content-Length body.
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let head_end = loop {
-        let n = s.read(&mut tmp).await.unwrap_or(0);
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        let n = s.read(&mut tmp).await.unwrap_or(0);
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    }
-    let mut out = Vec::new();
-    out.extend_from_slice(
-        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nrequest-id: req_scripted_1\r\n\r\n",
-    );
-    for e in events {
-        out.extend_from_slice(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes());
-    }
-    let _ = s.write_all(&out).await;
-    match then {
-        Then::Linger => tokio::time::sleep(Duration::from_secs(30)).await,
-        Then::Reset => {
-            let _ = s.set_zero_linger();
-            drop(s);
-        }
-    }
+    scripted::upstream(events.iter().map(|e| e.to_string()).collect(), then)
+        .await
+        .addr
 }
 
 const RESPONSES: &[&str] = &[

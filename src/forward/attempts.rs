@@ -3,6 +3,7 @@
 //! known to be the last one. The sequencing policy lives in [`super::plan`];
 //! this file is the I/O around it.
 
+use super::decode::Decode;
 use super::hold::{self, HoldEnd};
 use super::intake::{acquire, client_gone, left_while_queued, Slot};
 use super::plan::{Candidate, Failed, Plan, Step};
@@ -11,6 +12,7 @@ use super::reply::{respond_local, write_whole};
 use super::{Ctx, Handled};
 use crate::app::{App, Route, Runtime};
 use crate::body::RequestMeta;
+use crate::config::Api;
 use crate::content;
 use crate::dialect::LocalError;
 use crate::headers::{self, UpstreamTarget};
@@ -20,6 +22,7 @@ use crate::provider::{Provider, POOL_IDLE};
 use crate::record::AttemptRecord;
 use crate::routing::CandidateInfo;
 use crate::telemetry;
+use crate::translate;
 use bytes::{Buf, Bytes, BytesMut};
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_core::protocols::Stream;
@@ -53,6 +56,24 @@ pub(super) struct Failure {
     pub(super) provider: String,
     pub(super) class: ErrorClass,
     pub(super) detail: String,
+    /// The provider could not take the request at all; nothing was sent.
+    pub(super) skipped: bool,
+}
+
+/// What one attempt sends, built before it is counted.
+pub(super) struct Outgoing {
+    head: BytesMut,
+    body: Bytes,
+    translation: Option<Translation>,
+}
+
+/// A translated attempt: the dialects on each side and what the answer
+/// needs to be written in the client's terms.
+#[derive(Clone, Copy)]
+pub(super) struct Translation {
+    pub(super) client: Api,
+    pub(super) upstream: Api,
+    pub(super) reply: translate::ReplyContext,
 }
 
 pub(super) enum AttemptEnd {
@@ -190,6 +211,22 @@ impl<'a> Attempts<'a> {
                 Step::GiveUp => break,
             };
             let provider = self.route.providers[c.index].clone();
+            // What this provider is sent, or why it cannot take the request
+            // (a dialect it does not translate to, a feature it lacks): then
+            // the route goes on without counting an attempt.
+            let out = match self.prepare(s.req_header(), ctx, &provider) {
+                Ok(out) => out,
+                Err(why) => {
+                    telemetry::provider_skipped(&ctx.rec, provider.name(), &why);
+                    self.failures.push(Failure {
+                        provider: provider.name().to_string(),
+                        class: ErrorClass::Request,
+                        detail: why,
+                        skipped: true,
+                    });
+                    continue;
+                }
+            };
             let Some(is_probe) = provider.health.begin_attempt(Instant::now(), c.forced) else {
                 // Half-open and its one trial is already out.
                 continue;
@@ -199,7 +236,7 @@ impl<'a> Attempts<'a> {
                 telemetry::failover(&ctx.rec, &from, class);
             }
             self.plan.started();
-            let end = self.attempt(s, ctx, &provider, is_probe).await;
+            let end = self.attempt(s, ctx, &provider, is_probe, out).await;
             drop(permit);
             match end {
                 AttemptEnd::Finished => return Handled::Responded,
@@ -217,6 +254,7 @@ impl<'a> Attempts<'a> {
                         provider: name.clone(),
                         class: failed.class,
                         detail,
+                        skipped: false,
                     });
                     if !self.plan.failed(c, failed) {
                         break;
@@ -255,6 +293,14 @@ impl<'a> Attempts<'a> {
         }
         let classes: Vec<ErrorClass> = self.failures.iter().map(|f| f.class).collect();
         let kind = match outcome::status_for_failed_attempts(&classes) {
+            // No provider could take the request as it is: the request's
+            // problem, not an outage.
+            _ if made == 0
+                && !self.failures.is_empty()
+                && self.failures.iter().all(|f| f.skipped) =>
+            {
+                LocalError::BadRequest
+            }
             (504, _) => LocalError::AllTimeout,
             _ => LocalError::AllNetwork,
         };
@@ -264,6 +310,11 @@ impl<'a> Attempts<'a> {
             .map(|f| format!("{} ({}: {})", f.provider, f.class, f.detail))
             .collect();
         let msg = match made {
+            0 if !tried.is_empty() => format!(
+                "no provider of route {} can take this request: {}",
+                self.route.settings.name,
+                tried.join(", ")
+            ),
             0 => format!(
                 "no provider of route {} could be tried",
                 self.route.settings.name
@@ -274,6 +325,109 @@ impl<'a> Attempts<'a> {
         respond_local(s, ctx, kind, &msg, Some(made)).await
     }
 
+    /// The request as this provider takes it: body (model mapped, or
+    /// translated into its dialect) and head. `Err` says why it cannot
+    /// take it at all.
+    fn prepare(
+        &self,
+        req: &pingora_http::RequestHeader,
+        ctx: &Ctx,
+        p: &Provider,
+    ) -> std::result::Result<Outgoing, String> {
+        let route = &self.route.settings;
+        let plan = if route.translate {
+            translate::plan(route.api, p.settings.api, &ctx.rec.path)
+        } else {
+            translate::Plan::Passthrough
+        };
+        let (body, translation, path) = match plan {
+            translate::Plan::Passthrough => {
+                let body = if self.route.rewrites_models {
+                    crate::body::rewrite_model(&self.body, &p.settings.models)
+                } else {
+                    self.body.clone()
+                };
+                (body, None, None)
+            }
+            translate::Plan::Refuse(why) => return Err(why.to_string()),
+            translate::Plan::Translate { path } => {
+                let t = translate::translate_request(
+                    route.api,
+                    p.settings.api,
+                    &self.body,
+                    &p.settings.models,
+                )
+                .map_err(|e| e.to_string())?;
+                telemetry::translated(&ctx.rec, p.name(), route.api, p.settings.api, &t.notes);
+                let mut reply = t.reply;
+                reply.created = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let tr = Translation {
+                    client: route.api,
+                    upstream: p.settings.api,
+                    reply,
+                };
+                (t.body, Some(tr), Some(path))
+            }
+        };
+        // Another dialect's headers mean nothing there; a translated
+        // Anthropic attempt needs the version header Anthropic requires.
+        let (drop, extra): (&[&str], &[(&str, &str)]) = match translation {
+            None => (&[], &[]),
+            Some(t) if t.upstream == Api::Anthropic => (
+                &["openai-organization", "openai-project", "openai-beta"],
+                &[
+                    ("anthropic-version", "2023-06-01"),
+                    ("content-type", "application/json"),
+                ],
+            ),
+            Some(_) => (
+                &[
+                    "anthropic-version",
+                    "anthropic-beta",
+                    "anthropic-dangerous-direct-browser-access",
+                ],
+                &[("content-type", "application/json")],
+            ),
+        };
+        let target = UpstreamTarget {
+            path,
+            drop,
+            extra,
+            drop_credentials: translation.is_some(),
+            ..UpstreamTarget::direct(
+                &p.host_header,
+                &p.settings.upstream.path_prefix,
+                p.key_header(),
+            )
+        };
+        // A WebSocket handshake may carry a key as a subprotocol.
+        let ws_request = self
+            .upgrade
+            .as_ref()
+            .and_then(|_| super::websocket::without_key_subprotocol(req, target.key.is_some()));
+        // The access log's path is the normalised one that goes upstream.
+        let head = headers::upstream_request(
+            ws_request.as_ref().unwrap_or(req),
+            &target,
+            &ctx.rec.path,
+            &self.strip,
+            &ctx.rec.request_id,
+            body.len(),
+        )
+        .and_then(|head| match &self.upgrade {
+            Some(upgrade) => super::websocket::with_upgrade(head, upgrade),
+            None => Ok(head),
+        })
+        .map_err(|e| format!("cannot build the upstream request: {}", describe(&e)))?;
+        Ok(Outgoing {
+            head,
+            body,
+            translation,
+        })
+    }
+
     /// One attempt against one provider.
     async fn attempt(
         &mut self,
@@ -281,8 +435,14 @@ impl<'a> Attempts<'a> {
         ctx: &mut Ctx,
         p: &Arc<Provider>,
         is_probe: bool,
+        out: Outgoing,
     ) -> AttemptEnd {
         let _load = LoadGuard::new(p);
+        let Outgoing {
+            head: up_head,
+            body,
+            translation,
+        } = out;
         let mut t = Try {
             p: p.clone(),
             is_probe,
@@ -292,6 +452,7 @@ impl<'a> Attempts<'a> {
             upstream_request_id: None,
             first_content: None,
             pre_content: false,
+            translated: translation.map(|t| (t.client, t.upstream)),
         };
         // The budget for getting an answer: every attempt and the wait for
         // each response header. A committed stream is bounded by
@@ -308,47 +469,6 @@ impl<'a> Attempts<'a> {
                 None,
                 None,
             );
-        };
-        let body = if self.route.rewrites_models {
-            crate::body::rewrite_model(&self.body, &p.settings.models)
-        } else {
-            self.body.clone()
-        };
-        let target = UpstreamTarget {
-            host_header: &p.host_header,
-            path_prefix: &p.settings.upstream.path_prefix,
-            key: p.key_header(),
-        };
-        // A WebSocket handshake may carry a key as a subprotocol.
-        let ws_request = self.upgrade.as_ref().and_then(|_| {
-            super::websocket::without_key_subprotocol(s.req_header(), target.key.is_some())
-        });
-        // The access log's path is the normalised one that goes upstream.
-        let built = headers::upstream_request(
-            ws_request.as_ref().unwrap_or(s.req_header()),
-            &target,
-            &ctx.rec.path,
-            &self.strip,
-            &ctx.rec.request_id,
-            body.len(),
-        )
-        .and_then(|head| match &self.upgrade {
-            Some(upgrade) => super::websocket::with_upgrade(head, upgrade),
-            None => Ok(head),
-        });
-        let up_head = match built {
-            Ok(r) => r,
-            Err(e) => {
-                let detail = format!("cannot build upstream request: {}", describe(&e));
-                return self.fail(
-                    ctx,
-                    &t,
-                    Failed::new(ErrorClass::Request, false),
-                    detail,
-                    None,
-                    None,
-                );
-            }
         };
         // A streamed answer starts with its header at once; a whole answer
         // comes when the model is done thinking, which can take minutes.
@@ -433,7 +553,7 @@ impl<'a> Attempts<'a> {
         let ttfb = t.started.elapsed();
         t.ttfb = Some(ttfb);
         p.health.observe_ttfb(Instant::now(), ttfb);
-        let Some(head) = up.resp_header().cloned() else {
+        let Some(mut head) = up.resp_header().cloned() else {
             return self.fail(
                 ctx,
                 &t,
@@ -517,6 +637,49 @@ impl<'a> Attempts<'a> {
             read = Some(held);
         }
 
+        // A translated answer that is not a stream is read whole and
+        // rewritten in the client's dialect: an error in its error shape
+        // (status mapped), an answer in its answer shape.
+        if let Some(tr) = translation.filter(|_| !sse && !self.head_request) {
+            let held = match read.take() {
+                Some(h) => h,
+                None => {
+                    let max = if class.is_none() {
+                        MAX_EMPTY_CHECK
+                    } else {
+                        MAX_HELD_ERROR_BODY
+                    };
+                    self.read_body(ctx, &mut up, idle, deadline, max).await
+                }
+            };
+            read = Some(match held {
+                Held::Complete(b) => {
+                    let (status, body) = if (200..300).contains(&status) {
+                        match translate::translate_response(tr.upstream, tr.client, &b, &tr.reply) {
+                            Ok(r) => (status, r.body),
+                            Err(e) => {
+                                let failed = Failed::new(ErrorClass::Server, false);
+                                return self.fail(ctx, &t, failed, e.to_string(), None, None);
+                            }
+                        }
+                    } else {
+                        translate::translate_error(tr.upstream, tr.client, status, &b)
+                    };
+                    if let Err(e) = replace_body(&mut head, status, body.len()) {
+                        let failed = Failed::new(ErrorClass::Network, false);
+                        return self.fail(ctx, &t, failed, describe(&e), None, None);
+                    }
+                    Held::Complete(body)
+                }
+                Held::TooLarge(_) => {
+                    let failed = Failed::new(ErrorClass::Server, false);
+                    let detail = "the answer is too large to translate".to_string();
+                    return self.fail(ctx, &t, failed, detail, None, None);
+                }
+                Held::Broken => Held::Broken,
+            });
+        }
+
         let mut prefix = None;
         // A 5xx often clears at once; a 429 or a rejected key does not.
         if let Some(failed) = class
@@ -569,15 +732,20 @@ impl<'a> Attempts<'a> {
         }
 
         // A 2xx stream is held until its first content: an error event,
-        // an end or a silence before it still fails over (SPEC §9).
+        // an end or a silence before it still fails over (SPEC §9). A
+        // translated one is held as the client will see it.
         let mut framer = None;
+        let mut decode = match translation {
+            Some(tr) if sse => Decode::translate(tr.upstream, tr.client, &tr.reply),
+            _ => Decode::Plain,
+        };
         if class.is_none() && (200..300).contains(&status) && !self.head_request && sse {
             let waited = Instant::now();
             let budget = hold::Budget {
                 first_content: (waited + p.settings.timeouts.first_content).min(deadline),
                 idle,
             };
-            let end = hold::hold(s, &mut up, p.settings.api, budget).await;
+            let end = hold::hold(s, &mut up, ctx.api, budget, &mut decode).await;
             ctx.rec.upstream_wait += waited.elapsed();
             match end {
                 HoldEnd::ClientGone(e) => return self.client_left(ctx, &t, e),
@@ -645,6 +813,7 @@ impl<'a> Attempts<'a> {
                 retry_after,
                 prefix,
                 framer,
+                decode,
             },
         )
         .await
@@ -737,6 +906,9 @@ impl<'a> Attempts<'a> {
             upstream_request_id: t.upstream_request_id.clone(),
             first_content: t.first_content,
             pre_content: t.pre_content,
+            translated: t
+                .translated
+                .map(|(from, to)| format!("{}->{}", from.as_str(), to.as_str())),
             waited: t.started.elapsed(),
         };
         telemetry::attempt_finished(&a);
@@ -773,6 +945,8 @@ pub(super) struct Try {
     pub(super) first_content: Option<Duration>,
     /// The attempt failed inside a 2xx, before its first content.
     pub(super) pre_content: bool,
+    /// (client, provider) dialects of a translated attempt.
+    pub(super) translated: Option<(Api, Api)>,
 }
 
 /// Counts the attempt in the provider's load (least_latency) while alive.
@@ -789,6 +963,16 @@ impl Drop for LoadGuard {
     fn drop(&mut self) {
         self.0.health.inflight.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The header of an answer whose body steadfast rewrote: its status and
+/// length are the new body's.
+fn replace_body(head: &mut ResponseHeader, status: u16, len: usize) -> Result<()> {
+    head.set_status(status)?;
+    head.remove_header(&http::header::TRANSFER_ENCODING);
+    head.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
+    head.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    Ok(())
 }
 
 fn is_json(h: &ResponseHeader) -> bool {

@@ -12,6 +12,7 @@
 //! [`Holder`] is the policy, fed chunk by chunk and unit-tested; [`hold`]
 //! is the I/O around it.
 
+use super::decode::Decode;
 use super::intake::client_gone;
 use crate::config::Api;
 use crate::content::{self, ErrorVerdict};
@@ -132,6 +133,7 @@ pub(super) async fn hold(
     up: &mut UpstreamSession,
     api: Api,
     budget: Budget,
+    decode: &mut Decode,
 ) -> HoldEnd {
     let mut holder = Holder::new(api, MAX_HELD);
     loop {
@@ -144,39 +146,30 @@ pub(super) async fn hold(
             e = client_gone(s) => return HoldEnd::ClientGone(e),
         };
         match read {
-            Ok(Ok(Some(chunk))) => match holder.push(chunk) {
-                Verdict::Wait => {}
-                Verdict::Commit { content } => {
-                    let (held, framer) = holder.into_parts();
-                    return HoldEnd::Commit {
-                        held,
-                        framer,
-                        content,
-                    };
+            Ok(Ok(Some(chunk))) => {
+                // The client's dialect, whatever the provider speaks.
+                let Some(chunk) = decode.push(chunk) else {
+                    continue;
+                };
+                if let Some(end) = decided(&mut holder, chunk, false) {
+                    return end;
                 }
-                Verdict::Error(v) => {
-                    let ErrorVerdict {
-                        class,
-                        retry_after,
-                        message,
-                    } = v;
-                    return HoldEnd::Failed {
-                        class,
-                        detail: format!("error event before any content: {message}"),
-                        retry_after,
-                        held: Some(holder.into_parts()),
-                        body_done: false,
-                    };
-                }
-            },
+            }
             Ok(Ok(None)) => {
+                // A translation's closing events may still hold the first
+                // content (a short answer) or an error.
+                if let (Some(tail), _) = decode.finish() {
+                    if let Some(end) = decided(&mut holder, tail, true) {
+                        return end;
+                    }
+                }
                 return HoldEnd::Failed {
                     class: ErrorClass::Empty,
                     detail: "the stream ended before any content".into(),
                     retry_after: None,
                     held: Some((holder.finish(), SseFramer::new())),
                     body_done: true,
-                }
+                };
             }
             Ok(Err(e)) => {
                 return HoldEnd::Failed {
@@ -208,6 +201,33 @@ pub(super) async fn hold(
                 };
             }
         }
+    }
+}
+
+/// Feed one piece of the stream to the holder; `Some` once the hold is
+/// decided. `body_done`: the upstream body has ended already.
+fn decided(holder: &mut Holder, chunk: Bytes, body_done: bool) -> Option<HoldEnd> {
+    match holder.push(chunk) {
+        Verdict::Wait => None,
+        Verdict::Commit { content } => {
+            let (held, framer) = std::mem::replace(holder, Holder::new(holder.api, 0)).into_parts();
+            Some(HoldEnd::Commit {
+                held,
+                framer,
+                content,
+            })
+        }
+        Verdict::Error(ErrorVerdict {
+            class,
+            retry_after,
+            message,
+        }) => Some(HoldEnd::Failed {
+            class,
+            detail: format!("error event before any content: {message}"),
+            retry_after,
+            held: Some(std::mem::replace(holder, Holder::new(holder.api, 0)).into_parts()),
+            body_done,
+        }),
     }
 }
 

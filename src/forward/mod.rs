@@ -11,6 +11,7 @@
 //! error event in the client's dialect.
 
 mod attempts;
+mod decode;
 mod hold;
 mod intake;
 mod plan;

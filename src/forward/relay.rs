@@ -3,6 +3,7 @@
 //! event (SSE) or a cut connection (anything else).
 
 use super::attempts::{describe, AttemptEnd, Attempts, Try};
+use super::decode::{Decode, End as DecodeEnd};
 use super::intake::client_gone;
 use super::Ctx;
 use crate::content;
@@ -36,6 +37,8 @@ pub(super) struct Answer {
     pub(super) prefix: Option<Bytes>,
     /// The SSE framer of a held stream, with any partial event in it.
     pub(super) framer: Option<SseFramer>,
+    /// What turns the provider's stream into the client's (a translation).
+    pub(super) decode: Decode,
 }
 
 impl Attempts<'_> {
@@ -55,6 +58,7 @@ impl Attempts<'_> {
             retry_after,
             prefix,
             framer,
+            mut decode,
         } = a;
         let p = t.p.clone();
         // Committed: no attempt will need the request body again. A long
@@ -110,7 +114,7 @@ impl Attempts<'_> {
         let idle = p.settings.timeouts.stream_idle;
         if let Some(prefix) = prefix {
             if let Err(e) = forward(s, ctx, sse, &mut meter, &mut watch, prefix).await {
-                keep_usage(ctx, meter);
+                keep_usage(ctx, meter, &decode);
                 return self.client_left(ctx, &t, e);
             }
         }
@@ -126,6 +130,9 @@ impl Attempts<'_> {
             ctx.rec.upstream_wait += waited.elapsed();
             match step {
                 Step::Upstream(Ok(Ok(Some(chunk)))) => {
+                    let Some(chunk) = decode.push(chunk) else {
+                        continue;
+                    };
                     let out = match framer.as_mut() {
                         Some(f) => f.push(chunk),
                         None => Some(chunk),
@@ -151,13 +158,39 @@ impl Attempts<'_> {
         };
         match end {
             End::Done => {
+                // A translation's closing events (or the news that the
+                // provider stopped short of its end).
+                let (tail, how) = decode.finish();
+                if let Some(tail) = tail {
+                    let tail = match framer.as_mut() {
+                        Some(f) => f.push(tail),
+                        None => Some(tail),
+                    };
+                    if let Some(tail) = tail {
+                        if let Err(e) = forward(s, ctx, sse, &mut meter, &mut watch, tail).await {
+                            keep_usage(ctx, meter, &decode);
+                            return self.client_left(ctx, &t, e);
+                        }
+                    }
+                }
+                if how == DecodeEnd::Truncated && watch.error.is_none() {
+                    keep_usage(ctx, meter, &decode);
+                    let detail = "the provider's stream ended before its last event";
+                    self.interrupted(ctx, &t, ErrorClass::Network, detail);
+                    let msg = format!("upstream {} failed mid-stream ({detail})", p.name());
+                    let event = dialect::sse_error_event(ctx.api, ErrorClass::Network, &msg);
+                    return match s.write_response_body(Some(event), true).await {
+                        Ok(()) => AttemptEnd::Finished,
+                        Err(e) => AttemptEnd::Abort(e),
+                    };
+                }
                 if let Some(rest) = framer.as_mut().and_then(SseFramer::finish) {
                     if let Err(e) = forward(s, ctx, sse, &mut meter, &mut watch, rest).await {
-                        keep_usage(ctx, meter);
+                        keep_usage(ctx, meter, &decode);
                         return self.client_left(ctx, &t, e);
                     }
                 }
-                keep_usage(ctx, meter);
+                keep_usage(ctx, meter, &decode);
                 ctx.finished = true;
                 if let Err(e) = s.write_response_body(None, true).await {
                     return self.client_left(ctx, &t, e);
@@ -180,12 +213,12 @@ impl Attempts<'_> {
             // reading (Codex CLI does, at response.completed) and the
             // upstream may close as it likes; the answer is complete.
             End::ClientGone(e) if ctx.finished => {
-                keep_usage(ctx, meter);
+                keep_usage(ctx, meter, &decode);
                 self.judge(ctx, &t, verdict, retry_after);
                 AttemptEnd::Abort(e)
             }
             End::Broken(..) if ctx.finished => {
-                keep_usage(ctx, meter);
+                keep_usage(ctx, meter, &decode);
                 self.judge(ctx, &t, verdict, retry_after);
                 match s.write_response_body(None, true).await {
                     Ok(()) => AttemptEnd::Finished,
@@ -193,11 +226,11 @@ impl Attempts<'_> {
                 }
             }
             End::ClientGone(e) => {
-                keep_usage(ctx, meter);
+                keep_usage(ctx, meter, &decode);
                 self.client_left(ctx, &t, e)
             }
             End::Broken(bc, detail) => {
-                keep_usage(ctx, meter);
+                keep_usage(ctx, meter, &decode);
                 if let Some(v) = watch.error.take() {
                     // Its own error event went out already; end there.
                     self.interrupted(ctx, &t, v.class, &v.message);
@@ -285,8 +318,15 @@ async fn forward(
 }
 
 /// Usage seen so far is kept whatever happens next: the provider billed it.
-fn keep_usage(ctx: &mut Ctx, meter: UsageMeter) {
+/// A translated stream's usage comes from the translator, which saw the
+/// provider's own counts (a translated message_start cannot know the input
+/// tokens yet).
+fn keep_usage(ctx: &mut Ctx, meter: UsageMeter, decode: &Decode) {
     let (usage, model) = meter.finish();
+    let (usage, model) = match decode.summary() {
+        Some(sum) => (sum.usage, sum.model.clone().or(model)),
+        None => (usage, model),
+    };
     ctx.rec.usage = usage;
     if model.is_some() {
         ctx.rec.model = model;

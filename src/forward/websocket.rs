@@ -432,11 +432,7 @@ mod tests {
         ]);
         let name = http::header::HeaderName::from_static("authorization");
         let value = HeaderValue::from_static("Bearer provider-key");
-        let target = UpstreamTarget {
-            host_header: "api.openai.com",
-            path_prefix: "",
-            key: Some((&name, &value)),
-        };
+        let target = UpstreamTarget::direct("api.openai.com", "", Some((&name, &value)));
         let upgrade = HeaderValue::from_static("websocket");
         let w = upstream_head(&client, &target, &[], &upgrade);
         assert!(w.starts_with(b"GET /v1/realtime?model=m HTTP/1.1\r\n"));

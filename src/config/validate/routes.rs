@@ -172,6 +172,18 @@ fn translated_dialect(
         let Some(p) = providers.iter().find(|p| &p.name == name) else {
             continue;
         };
+        if p.api != client && crate::translate::supported(client, p.api) && p.key.is_none() {
+            // Translated attempts never carry the client's credentials: a
+            // key for one vendor must not reach another.
+            errs.push(
+                format!("{path}.providers[{j}]"),
+                format!(
+                    "provider {name:?} speaks {} and this route's clients speak {}: it needs a key of its own (api_key_env), since a client's key is never sent to another vendor",
+                    p.api.as_str(),
+                    client.as_str()
+                ),
+            );
+        }
         if p.api != client && !crate::translate::supported(client, p.api) {
             errs.push(
                 format!("{path}.providers[{j}]"),
@@ -205,7 +217,7 @@ mod tests {
                 port: 1,
                 path_prefix: String::new(),
             },
-            key: None,
+            key: Some(crate::config::Secret::new("k".into())),
             weight: 1,
             max_inflight: None,
             models: BTreeMap::new(),

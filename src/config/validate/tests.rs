@@ -233,12 +233,27 @@ routes: [{ name: r, paths: ["/"], providers: [a, b] }]
 }
 
 #[test]
-fn translate_lets_a_route_mix_dialects() {
+fn a_translated_provider_needs_its_own_key() {
     let yaml = r#"
 providers:
   - { name: a, api: anthropic, base_url: "http://127.0.0.1:1" }
-  - { name: o, api: openai, base_url: "http://127.0.0.1:2/compat" }
-  - { name: r, api: openai_responses, base_url: "http://127.0.0.1:3" }
+  - { name: o, api: openai, base_url: "http://127.0.0.1:2" }
+routes:
+  - { name: m, paths: ["/v1/messages"], translate: true, providers: [a, o] }
+"#;
+    let errs = check(yaml).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].path, "routes[0].providers[1]");
+    assert!(errs[0].reason.contains("key of its own"), "{errs:?}");
+}
+
+#[test]
+fn translate_lets_a_route_mix_dialects() {
+    let yaml = r#"
+providers:
+  - { name: a, api: anthropic, base_url: "http://127.0.0.1:1", api_key_env: KEY_A }
+  - { name: o, api: openai, base_url: "http://127.0.0.1:2/compat", api_key_env: KEY_A }
+  - { name: r, api: openai_responses, base_url: "http://127.0.0.1:3", api_key_env: KEY_A }
 routes:
   - { name: m, paths: ["/v1/messages"], translate: true, providers: [o, a, r] }
   - { name: c, paths: ["/v1/chat/completions"], translate: true, providers: [a] }

@@ -30,7 +30,7 @@ pub mod request;
 pub mod sigv4;
 pub mod vertex;
 
-use crate::config::ProviderKind;
+use crate::config::{Config, ConfigError, ConfigErrors, ProviderKind};
 use crate::outcome::{classify_status, ErrorClass};
 use bytes::Bytes;
 
@@ -43,6 +43,34 @@ pub fn default_base_url(kind: &ProviderKind) -> String {
         ProviderKind::Direct => String::new(),
         ProviderKind::Bedrock { region } => bedrock::default_base_url(region),
         ProviderKind::Vertex { region, .. } => vertex::default_base_url(region),
+    }
+}
+
+/// Refuses to serve a config with cloud providers until the request path
+/// signs and decodes for them: sent as a direct provider, a Bedrock or
+/// Vertex provider would get the client's own key passed through to the
+/// cloud. `steadfast check` accepts such configs; `serve` and reloads use
+/// this gate. (Phase 2 of the cloud providers removes it.)
+pub fn refuse_unwired(cfg: Config) -> Result<Config, ConfigErrors> {
+    let errs: Vec<ConfigError> = cfg
+        .providers
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.kind.is_cloud())
+        .map(|(i, p)| {
+            ConfigError::new(
+                format!("providers[{i}].kind"),
+                format!(
+                    "kind {} is accepted by `steadfast check` but not served by this build yet",
+                    p.kind.as_str()
+                ),
+            )
+        })
+        .collect();
+    if errs.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigErrors(errs))
     }
 }
 

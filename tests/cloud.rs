@@ -172,14 +172,34 @@ fn the_fake_verifier_agrees_with_aws_published_vectors() {
         body: Vec::new(),
     };
     assert_eq!(
-        verify_sigv4(&req, &[key.clone()], "us-east-1", "service", None),
+        verify_sigv4(
+            &req,
+            std::slice::from_ref(&key),
+            "us-east-1",
+            "service",
+            None
+        ),
         Ok(key.clone())
     );
     // The verifier is not a yes-man: a changed body, region, token or key.
     let mut changed = req.clone();
     changed.body = b"x".to_vec();
-    assert!(verify_sigv4(&changed, &[key.clone()], "us-east-1", "service", None).is_err());
-    assert!(verify_sigv4(&req, &[key.clone()], "us-west-2", "service", None).is_err());
+    assert!(verify_sigv4(
+        &changed,
+        std::slice::from_ref(&key),
+        "us-east-1",
+        "service",
+        None
+    )
+    .is_err());
+    assert!(verify_sigv4(
+        &req,
+        std::slice::from_ref(&key),
+        "us-west-2",
+        "service",
+        None
+    )
+    .is_err());
     let other_token = AwsKey::new("AKIDEXAMPLE", &key.secret, Some("other"));
     assert!(verify_sigv4(&req, &[other_token], "us-east-1", "service", None).is_err());
     let other_secret = AwsKey::new("AKIDEXAMPLE", "nope", Some(token));

@@ -866,7 +866,7 @@ fn b64url(s: &str) -> Option<Vec<u8>> {
             c => c,
         })
         .collect();
-    while t.len() % 4 != 0 {
+    while !t.len().is_multiple_of(4) {
         t.push('=');
     }
     aws_smithy_types::base64::decode(t).ok()

@@ -325,7 +325,8 @@ def check_k8s_wiring(rendered: dict) -> None:
                 continue
             c = sc[0]
             native = c in (spec.get("initContainers") or [])
-            R.check(native == (variant == "k8s"), f"{where}: steadfast is {'a native' if variant == 'k8s' else 'a classic'} sidecar")
+            classic = variant == "k8s/classic-sidecar"
+            R.check(native != classic, f"{where}: steadfast is {'a classic' if classic else 'a native'} sidecar")
             if native:
                 R.check(c.get("restartPolicy") == "Always", f"{where}: native sidecar has restartPolicy Always")
             else:

@@ -58,7 +58,7 @@ impl RequestMeta {
 }
 
 /// The top-level members of a JSON object, in order, values unparsed.
-struct RawObject<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+pub(crate) struct RawObject<'a>(pub(crate) Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
 
 impl<'de: 'a, 'a> serde::Deserialize<'de> for RawObject<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod body;
 pub mod clock;
+pub mod cloud;
 pub mod config;
 pub mod content;
 pub mod credentials;

@@ -61,6 +61,7 @@ pub fn resolve_all(cfg: &Config, limit: Duration) -> Vec<Option<SocketAddr>> {
 
 pub fn run(opts: ServeOptions) -> i32 {
     let (source, loaded) = load_config(opts.config.as_deref());
+    let loaded = loaded.and_then(crate::cloud::refuse_unwired);
     let cfg = match loaded {
         Ok(c) => c,
         Err(errs) => {

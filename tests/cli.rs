@@ -53,6 +53,33 @@ fn shipped_configs_pass_check() {
 }
 
 #[test]
+fn cloud_providers_need_no_keys_and_their_mistakes_are_reported() {
+    // Only the direct fallback's key: the clouds bring their own chains.
+    let (code, out, err) = run(
+        &["check", "-c", "conf/examples/anthropic-bedrock-vertex.yaml"],
+        &[("ANTHROPIC_API_KEY", "dummy")],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok (3 providers, 1 routes)"), "{out}");
+    let dir = test_dir("check-cloud");
+    let path = dir.join("cloud.yaml");
+    std::fs::write(
+        &path,
+        "providers:\n  - { name: b, api: anthropic, kind: bedrock, api_key_env: AWS_SECRET_ACCESS_KEY }\n  - { name: v, api: anthropic, kind: vertex, region: us-east5 }\nroutes:\n  - { name: r, paths: [\"/v1/messages\"], providers: [b, v] }\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check", "-c", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{err}");
+    for want in [
+        "providers[0].api_key_env: not used with kind bedrock",
+        "providers[0].region: is required for kind bedrock",
+        "providers[1].project: is required for kind vertex",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+#[test]
 fn check_reports_every_error_with_its_path() {
     let dir = test_dir("check-errors");
     let path = dir.join("bad.yaml");

@@ -291,10 +291,49 @@ pub struct ProbeSettings {
     pub timeout: Duration,
 }
 
+/// Where a provider's API is hosted, and so how requests to it are
+/// addressed and authenticated (SPEC §9 `kind`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// The provider's own API at `base_url`, with `api_key_env` or the
+    /// client's key.
+    Direct,
+    /// Claude on AWS Bedrock (InvokeModel), SigV4-signed with credentials
+    /// from the AWS chain.
+    Bedrock { region: String },
+    /// Claude on Google Vertex AI (rawPredict), with OAuth2 tokens from
+    /// Application Default Credentials.
+    Vertex { region: String, project: String },
+}
+
+impl ProviderKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProviderKind::Direct => "direct",
+            ProviderKind::Bedrock { .. } => "bedrock",
+            ProviderKind::Vertex { .. } => "vertex",
+        }
+    }
+
+    /// Whether requests go to a cloud's own API rather than the provider's.
+    pub fn is_cloud(&self) -> bool {
+        !matches!(self, ProviderKind::Direct)
+    }
+}
+
+/// A provider's `anthropic_beta` filter: flags in `deny` are never sent;
+/// when `allow` is not empty, only the flags in it are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BetaFilter {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderSettings {
     pub name: String,
     pub api: Api,
+    pub kind: ProviderKind,
     pub base_url: String,
     pub upstream: UpstreamAddr,
     pub key: Option<Secret>,
@@ -303,6 +342,7 @@ pub struct ProviderSettings {
     pub models: BTreeMap<String, String>,
     pub timeouts: TimeoutSettings,
     pub health_check: Option<ProbeSettings>,
+    pub anthropic_beta: BetaFilter,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -198,6 +198,14 @@ impl Default for ActiveHealth {
 pub struct ProviderConf {
     pub name: String,
     pub api: String,
+    /// `direct` (the default), `bedrock` or `vertex`.
+    pub kind: Option<String>,
+    /// Cloud region of a `bedrock` or `vertex` provider.
+    pub region: Option<String>,
+    /// Google Cloud project of a `vertex` provider.
+    pub project: Option<String>,
+    /// Optional for `bedrock` and `vertex`, whose endpoint follows from
+    /// the region.
     pub base_url: String,
     pub api_key_env: Option<String>,
     pub weight: u32,
@@ -205,6 +213,7 @@ pub struct ProviderConf {
     pub models: BTreeMap<String, String>,
     pub timeouts: TimeoutOverrides,
     pub health_check: Option<HealthCheckConf>,
+    pub anthropic_beta: Option<BetaFilterConf>,
 }
 
 impl Default for ProviderConf {
@@ -212,6 +221,9 @@ impl Default for ProviderConf {
         ProviderConf {
             name: String::new(),
             api: String::new(),
+            kind: None,
+            region: None,
+            project: None,
             base_url: String::new(),
             api_key_env: None,
             weight: 1,
@@ -219,8 +231,18 @@ impl Default for ProviderConf {
             models: BTreeMap::new(),
             timeouts: TimeoutOverrides::default(),
             health_check: None,
+            anthropic_beta: None,
         }
     }
+}
+
+/// Which `anthropic-beta` flags a provider is sent: with `allow` non-empty
+/// only those, and never one in `deny`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct BetaFilterConf {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

@@ -157,7 +157,7 @@ fn run(s: &Scenario, policy: &Policy, seed: u64) -> Run {
         }
 
         // The prober and the requests race for the half-open trial.
-        let prober_first = rng.next() % 2 == 0;
+        let prober_first = rng.next().is_multiple_of(2);
         for prober in [prober_first, !prober_first] {
             if prober {
                 let before = h.snapshot(now);
@@ -193,7 +193,7 @@ fn run(s: &Scenario, policy: &Policy, seed: u64) -> Run {
                     last_probe = Some(now);
                     // A dead host refuses at once, or (blackholed) lets the
                     // probe time out.
-                    let latency = if !up(now) && rng.next() % 4 == 0 {
+                    let latency = if !up(now) && rng.next().is_multiple_of(4) {
                         PROBE_TIMEOUT
                     } else {
                         rng.ms(1, 40)

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod clouds;
 pub mod http;
 pub mod scripted;
 

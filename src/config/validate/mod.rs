@@ -8,6 +8,7 @@
 //! assembles the result.
 
 mod client_auth;
+mod cloud;
 mod health;
 mod limits;
 mod logging;

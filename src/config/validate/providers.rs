@@ -1,6 +1,9 @@
 //! The `providers` list: each provider's name, dialect, upstream address,
-//! key, weight, limits, model map, timeouts and active probe.
+//! key, weight, limits, model map, timeouts and active probe. The cloud
+//! keys (`kind`, `region`, `project`, `anthropic_beta`) are checked in
+//! [`super::cloud`].
 
+use super::cloud;
 use super::timeouts::{check_overrides, resolve};
 use super::{ms, EnvLookup, Errors};
 use crate::config::schema::{ProviderConf, Timeouts};
@@ -84,14 +87,26 @@ fn provider(
             api
         }
     };
-    let upstream = match parse_base_url(&p.base_url) {
+    let kind = cloud::kind(errs, path, p);
+    // A cloud provider's endpoint follows from its region unless set (a
+    // VPC endpoint, or a fake in tests).
+    let base_url = match &kind {
+        Some(k) if k.is_cloud() && p.base_url.is_empty() => crate::cloud::default_base_url(k),
+        _ => p.base_url.clone(),
+    };
+    let upstream = match parse_base_url(&base_url) {
         Ok(u) => Some(u),
+        // An unknown kind is reported already; it does not need a base_url.
+        Err(_) if kind.is_none() && p.base_url.is_empty() && p.kind.is_some() => None,
         Err(reason) => {
             errs.push(format!("{path}.base_url"), reason);
             None
         }
     };
+    let cloud_kind = matches!(p.kind.as_deref(), Some("bedrock" | "vertex"));
     let key = match &p.api_key_env {
+        // Reported by `cloud::kind`: the cloud's own credentials are used.
+        Some(_) if cloud_kind => None,
         None => None,
         Some(var) if !valid_env_name(var) => {
             errs.push(
@@ -152,13 +167,15 @@ fn provider(
             })
         }
     };
+    let anthropic_beta = cloud::beta_filter(errs, path, p.anthropic_beta.as_ref());
     if errs.0.len() != before {
         return None;
     }
     Some(ProviderSettings {
         name: p.name.clone(),
         api: api?,
-        base_url: p.base_url.clone(),
+        kind: kind?,
+        base_url,
         upstream: upstream?,
         key,
         weight: p.weight,
@@ -166,6 +183,7 @@ fn provider(
         models: p.models.clone(),
         timeouts: resolve(global, &p.timeouts),
         health_check,
+        anthropic_beta,
     })
 }
 

@@ -210,6 +210,7 @@ mod tests {
         ProviderSettings {
             name: name.into(),
             api,
+            kind: crate::config::ProviderKind::Direct,
             base_url: "http://127.0.0.1:1".into(),
             upstream: UpstreamAddr {
                 tls: false,
@@ -230,6 +231,7 @@ mod tests {
                 total: t,
             },
             health_check: None,
+            anthropic_beta: Default::default(),
         }
     }
 

@@ -172,7 +172,11 @@ fn translated_dialect(
         let Some(p) = providers.iter().find(|p| &p.name == name) else {
             continue;
         };
-        if p.api != client && crate::translate::supported(client, p.api) && p.key.is_none() {
+        if p.api != client
+            && crate::translate::supported(client, p.api)
+            && p.key.is_none()
+            && p.kind == crate::config::ProviderKind::Direct
+        {
             // Translated attempts never carry the client's credentials: a
             // key for one vendor must not reach another.
             errs.push(

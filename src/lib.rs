@@ -27,6 +27,7 @@ pub mod provider;
 pub mod proxy;
 pub mod record;
 pub mod resolver;
+pub mod resume;
 pub mod routing;
 pub mod server;
 pub mod sse;

@@ -478,77 +478,16 @@ impl<'a> Attempts<'a> {
             p.settings.timeouts.response_header
         };
 
-        // Connect, send, and wait for the response header. A pooled
-        // connection that the upstream closed while idle fails on first use;
-        // that says nothing about the provider, so go again on a fresh one.
-        let mut fresh = false;
-        let exchanged = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break Err((
-                    Failed::new(ErrorClass::Timeout, false),
-                    "total timeout reached".to_string(),
-                ));
-            }
-            let connect = async {
-                let pooled = if fresh {
-                    None
-                } else {
-                    self.app.transport.reused_stream(&*peer).await
-                };
-                match pooled {
-                    Some(s) => Ok((s, true)),
-                    // Connecting (TCP + TLS) is a future of several KiB;
-                    // boxed, it does not enlarge the state every request
-                    // (streams included) carries for its whole life, and
-                    // it is only paid for when the pool has nothing.
-                    None => Box::pin(self.app.transport.new_stream(&*peer))
-                        .await
-                        .map(|s| (s, false)),
-                }
-            };
-            let (stream, reused) = match tokio::time::timeout(left, connect).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => break Err(transport_failure(&e)),
-                Err(_) => {
-                    break Err((
-                        Failed::new(ErrorClass::Timeout, false),
-                        "total timeout reached while connecting".into(),
-                    ))
-                }
-            };
-            let budget = header_budget.min(deadline.saturating_duration_since(Instant::now()));
-            let step = {
-                let exchange =
-                    tokio::time::timeout(budget, exchange(stream, &peer, &up_head, &body));
-                tokio::select! {
-                    r = exchange => Ok(r),
-                    e = client_gone(s) => Err(e),
-                }
-            };
-            match step {
-                Err(e) => {
-                    ctx.rec.upstream_wait += t.started.elapsed();
-                    return self.client_left(ctx, &t, e);
-                }
-                Ok(Ok(Ok(up))) => break Ok(up),
-                Ok(Ok(Err(e))) if reused && !fresh && outcome::dead_pooled_connection(&e) => {
-                    fresh = true;
-                    continue;
-                }
-                Ok(Ok(Err(e))) => break Err(transport_failure(&e)),
-                Ok(Err(_)) => {
-                    break Err((
-                        Failed::new(ErrorClass::Timeout, false),
-                        format!("no response header within {} ms", budget.as_millis()),
-                    ))
-                }
-            }
-        };
+        let exchanged = self
+            .send(s, &peer, &up_head, &body, header_budget, deadline)
+            .await;
         ctx.rec.upstream_wait += t.started.elapsed();
         let mut up = match exchanged {
             Ok(up) => up,
-            Err((failed, detail)) => return self.fail(ctx, &t, failed, detail, None, None),
+            Err(Sent::ClientGone(e)) => return self.client_left(ctx, &t, e),
+            Err(Sent::Failed(failed, detail)) => {
+                return self.fail(ctx, &t, failed, detail, None, None)
+            }
         };
         let ttfb = t.started.elapsed();
         t.ttfb = Some(ttfb);
@@ -819,6 +758,86 @@ impl<'a> Attempts<'a> {
         .await
     }
 
+    /// Connect (a pooled connection first), send the request, and wait
+    /// for the response header. A pooled connection that the upstream
+    /// closed while idle fails on first use; that says nothing about the
+    /// provider, so it goes again on a fresh one.
+    pub(super) async fn send(
+        &self,
+        s: &mut Session,
+        peer: &HttpPeer,
+        head: &[u8],
+        body: &[u8],
+        header_budget: Duration,
+        deadline: Instant,
+    ) -> std::result::Result<UpstreamSession, Sent> {
+        let mut fresh = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Sent::Failed(
+                    Failed::new(ErrorClass::Timeout, false),
+                    "total timeout reached".to_string(),
+                ));
+            }
+            let connect = async {
+                let pooled = if fresh {
+                    None
+                } else {
+                    self.app.transport.reused_stream(peer).await
+                };
+                match pooled {
+                    Some(s) => Ok((s, true)),
+                    // Connecting (TCP + TLS) is a future of several KiB;
+                    // boxed, it does not enlarge the state every request
+                    // (streams included) carries for its whole life, and
+                    // it is only paid for when the pool has nothing.
+                    None => Box::pin(self.app.transport.new_stream(peer))
+                        .await
+                        .map(|s| (s, false)),
+                }
+            };
+            let (stream, reused) = match tokio::time::timeout(left, connect).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    let (f, d) = transport_failure(&e);
+                    return Err(Sent::Failed(f, d));
+                }
+                Err(_) => {
+                    return Err(Sent::Failed(
+                        Failed::new(ErrorClass::Timeout, false),
+                        "total timeout reached while connecting".into(),
+                    ))
+                }
+            };
+            let budget = header_budget.min(deadline.saturating_duration_since(Instant::now()));
+            let step = {
+                let exchange = tokio::time::timeout(budget, exchange(stream, peer, head, body));
+                tokio::select! {
+                    r = exchange => Ok(r),
+                    e = client_gone(s) => Err(e),
+                }
+            };
+            match step {
+                Err(e) => return Err(Sent::ClientGone(e)),
+                Ok(Ok(Ok(up))) => return Ok(up),
+                Ok(Ok(Err(e))) if reused && !fresh && outcome::dead_pooled_connection(&e) => {
+                    fresh = true;
+                }
+                Ok(Ok(Err(e))) => {
+                    let (f, d) = transport_failure(&e);
+                    return Err(Sent::Failed(f, d));
+                }
+                Ok(Err(_)) => {
+                    return Err(Sent::Failed(
+                        Failed::new(ErrorClass::Timeout, false),
+                        format!("no response header within {} ms", budget.as_millis()),
+                    ))
+                }
+            }
+        }
+    }
+
     /// Read an upstream body before deciding what to do with the response,
     /// bounded in size and time; the wait counts as upstream time.
     async fn read_body(
@@ -980,6 +999,12 @@ fn is_json(h: &ResponseHeader) -> bool {
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().contains("json"))
+}
+
+/// Why no response header came back.
+pub(super) enum Sent {
+    ClientGone(Box<Error>),
+    Failed(Failed, String),
 }
 
 /// A transport error as the plan sees it, with a key-free description.

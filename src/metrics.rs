@@ -235,6 +235,7 @@ pub struct Metrics {
     websocket_open: IntGaugeVec,
     websocket_bytes: IntCounterVec,
     translations: IntCounterVec,
+    stream_resumes: IntCounterVec,
     routes: NameCache<RouteHandles>,
     providers: NameCache<ProviderHandles>,
     models: BoundedLabels,
@@ -409,6 +410,12 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
+        let stream_resumes = counter_vec(
+            &r,
+            "steadfast_stream_resumes_total",
+            "Streams cut mid-answer with resume_streams on, by the provider whose stream broke and what came of it.",
+            &["provider", "result"],
+        )?;
         let translations = counter_vec(
             &r,
             "steadfast_translations_total",
@@ -468,6 +475,7 @@ impl Metrics {
             websocket_open,
             websocket_bytes,
             translations,
+            stream_resumes,
             routes: NameCache::new(),
             providers: NameCache::new(),
             models: BoundedLabels::new(MAX_MODELS),
@@ -509,6 +517,12 @@ impl Metrics {
         if let Some(t) = a.first_content {
             h.first_content.observe(t.as_secs_f64());
         }
+    }
+
+    pub fn stream_resume(&self, provider: &str, result: &str) {
+        self.stream_resumes
+            .with_label_values(&[provider, result])
+            .inc();
     }
 
     pub fn translated(&self, from: crate::config::Api, to: crate::config::Api) {

@@ -67,6 +67,21 @@ impl Provider {
         &self.settings.name
     }
 
+    /// Whether a stream may be continued here with an assistant prefill:
+    /// Anthropic providers unless configured or learned otherwise,
+    /// OpenAI-compatible ones only when configured `prefill: true`.
+    pub fn takes_prefill(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        match self.settings.prefill {
+            crate::config::Prefill::Yes => true,
+            crate::config::Prefill::No => false,
+            crate::config::Prefill::Auto => {
+                self.settings.api == Api::Anthropic
+                    && !self.health.prefill_refused.load(Ordering::Relaxed)
+            }
+        }
+    }
+
     pub fn key_header(&self) -> Option<(&HeaderName, &HeaderValue)> {
         self.key.as_ref().map(|(n, v)| (n, v))
     }

@@ -105,6 +105,10 @@ pub struct RequestRecord {
     pub rejected_scope: Option<&'static str>,
     pub model: Option<String>,
     pub usage: Usage,
+    /// A stream cut mid-text was continued on another provider: the one
+    /// whose stream broke, and about how many tokens the client had then.
+    pub resumed_from: Option<String>,
+    pub resumed_at_tokens: Option<u64>,
     /// Set for WebSocket upgrade requests.
     pub websocket: Option<WebSocketRecord>,
     pub finished: Option<Instant>,
@@ -128,6 +132,8 @@ impl RequestRecord {
             rejected_scope: None,
             model: None,
             usage: Usage::default(),
+            resumed_from: None,
+            resumed_at_tokens: None,
             websocket: None,
             finished: None,
         }

@@ -159,7 +159,11 @@ impl Tracker {
                 Value::Array(a) => !a.is_empty(),
                 _ => true,
             };
-            if has("tool_calls") || has("function_call") || has("reasoning_content") || has("reasoning") {
+            if has("tool_calls")
+                || has("function_call")
+                || has("reasoning_content")
+                || has("reasoning")
+            {
                 self.spoiled = true;
             }
             if let Some(t) = d["content"].as_str() {
@@ -201,9 +205,7 @@ pub fn continuation_body(api: Api, body: &[u8], delivered: &str) -> Option<Bytes
         return None;
     }
     let messages = v.get_mut("messages")?.as_array_mut()?;
-    let last_is_assistant = messages
-        .last()
-        .is_some_and(|m| m["role"] == "assistant");
+    let last_is_assistant = messages.last().is_some_and(|m| m["role"] == "assistant");
     if last_is_assistant {
         // The client prefilled already: the delivered text follows it.
         let last = messages.last_mut()?;
@@ -246,7 +248,11 @@ pub fn overlap(delivered: &str, next: &str) -> usize {
         .map_or(0, |(i, _)| i);
     let tail = &delivered[tail_start..];
     let mut best = 0;
-    for (i, _) in next.char_indices().skip(1).chain(std::iter::once((next.len(), ' '))) {
+    for (i, _) in next
+        .char_indices()
+        .skip(1)
+        .chain(std::iter::once((next.len(), ' ')))
+    {
         if i > tail.len() {
             break;
         }
@@ -276,6 +282,9 @@ pub struct Stitcher {
     seam_len: usize,
     /// Whether a repetition was trimmed at the seam.
     pub trimmed: bool,
+    /// Input tokens the continuation's provider reported (its
+    /// message_start is not forwarded; the request still billed them).
+    pub input_tokens: u64,
 }
 
 impl Stitcher {
@@ -288,6 +297,7 @@ impl Stitcher {
             first_block: None,
             seam_len,
             trimmed: false,
+            input_tokens: 0,
         }
     }
 
@@ -310,7 +320,13 @@ impl Stitcher {
         };
         let ty = name.or(v["type"].as_str()).unwrap_or("").to_string();
         match ty.as_str() {
-            "message_start" | "ping" => {}
+            "message_start" => {
+                self.input_tokens = v["message"]["usage"]["input_tokens"].as_u64().unwrap_or(0)
+                    + v["message"]["usage"]["cache_read_input_tokens"]
+                        .as_u64()
+                        .unwrap_or(0);
+            }
+            "ping" => {}
             "content_block_start" if self.first_block.is_none() => {
                 let idx = v["index"].as_u64().unwrap_or(0);
                 self.first_block = Some(idx);
@@ -365,7 +381,11 @@ impl Stitcher {
     fn remap(&self, v: &mut Value) {
         if let Some(i) = v["index"].as_u64() {
             let first = self.first_block.filter(|f| *f != u64::MAX).unwrap_or(0);
-            let shift = if self.first_block == Some(u64::MAX) { 1 } else { 0 };
+            let shift = if self.first_block == Some(u64::MAX) {
+                1
+            } else {
+                0
+            };
             v["index"] = json!(self.point.block + i.saturating_sub(first) + shift);
         }
     }
@@ -376,16 +396,24 @@ impl Stitcher {
             out.put_slice(b"data: [DONE]\n\n");
             return;
         }
+        // Upstream JSON of any shape: only ever written through checked
+        // paths (indexing a missing array element would panic).
         let Ok(mut v) = serde_json::from_str::<Value>(data) else {
             return;
         };
+        if !v.is_object() {
+            return;
+        }
         if let Some(id) = &self.point.chat_id {
             v["id"] = json!(id);
         }
         let text = v["choices"][0]["delta"]["content"]
             .as_str()
             .map(str::to_string);
-        if let Some(obj) = v["choices"][0]["delta"].as_object_mut() {
+        if let Some(obj) = v
+            .pointer_mut("/choices/0/delta")
+            .and_then(Value::as_object_mut)
+        {
             // The client's stream has its role already.
             obj.remove("role");
         }
@@ -517,7 +545,9 @@ mod tests {
     fn block(i: u64, kind: &str) -> String {
         ev(
             "content_block_start",
-            &format!(r#"{{"type":"content_block_start","index":{i},"content_block":{{"type":"{kind}","text":""}}}}"#),
+            &format!(
+                r#"{{"type":"content_block_start","index":{i},"content_block":{{"type":"{kind}","text":""}}}}"#
+            ),
         )
     }
 
@@ -539,7 +569,12 @@ mod tests {
 
     #[test]
     fn a_cut_inside_text_can_be_continued_from_what_was_delivered() {
-        let t = tracker(&[start(), block(0, "text"), text(0, "The quick"), text(0, " brown fox")]);
+        let t = tracker(&[
+            start(),
+            block(0, "text"),
+            text(0, "The quick"),
+            text(0, " brown fox"),
+        ]);
         let p = t.point().expect("resumable");
         assert_eq!(p.delivered, "The quick brown fox");
         assert_eq!(p.block, 0);
@@ -558,11 +593,16 @@ mod tests {
             "content_block_start",
             r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#,
         );
-        assert!(tracker(&[start(), thinking, block(1, "text"), text(1, "x")])
-            .point()
-            .is_none());
+        assert!(
+            tracker(&[start(), thinking, block(1, "text"), text(1, "x")])
+                .point()
+                .is_none()
+        );
         // Between blocks: nothing is in progress.
-        let stop = ev("content_block_stop", r#"{"type":"content_block_stop","index":0}"#);
+        let stop = ev(
+            "content_block_stop",
+            r#"{"type":"content_block_stop","index":0}"#,
+        );
         assert!(tracker(&[start(), block(0, "text"), text(0, "hi"), stop])
             .point()
             .is_none());
@@ -595,7 +635,10 @@ mod tests {
         let body = br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
         let c = continuation_body(Api::Anthropic, body, "Hello there \n").unwrap();
         let v: Value = serde_json::from_slice(&c).unwrap();
-        assert_eq!(v["messages"][1], json!({"role": "assistant", "content": "Hello there"}));
+        assert_eq!(
+            v["messages"][1],
+            json!({"role": "assistant", "content": "Hello there"})
+        );
         assert_eq!(v["stream"], true);
         // A client prefill is extended, not repeated.
         let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"{"}]}"#;
@@ -613,7 +656,10 @@ mod tests {
             400,
             br#"{"type":"error","error":{"type":"invalid_request_error","message":"This model does not support assistant message prefill. The conversation must end with a user message."}}"#
         ));
-        assert!(!prefill_rejected(400, br#"{"error":{"message":"max_tokens: too large"}}"#));
+        assert!(!prefill_rejected(
+            400,
+            br#"{"error":{"message":"max_tokens: too large"}}"#
+        ));
         assert!(!prefill_rejected(529, b"prefill"));
     }
 
@@ -654,7 +700,10 @@ mod tests {
             ev("ping", r#"{"type":"ping"}"#),
             text(0, " brown"),
             text(0, " fox jumps"),
-            ev("content_block_stop", r#"{"type":"content_block_stop","index":0}"#),
+            ev(
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":0}"#,
+            ),
             ev(
                 "message_delta",
                 r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":7}}"#,
@@ -677,7 +726,12 @@ mod tests {
         let text: String = evs
             .iter()
             .filter(|e| e.0 == Some("content_block_delta"))
-            .map(|e| serde_json::from_str::<Value>(&e.1).unwrap()["delta"]["text"].as_str().unwrap().to_string())
+            .map(|e| {
+                serde_json::from_str::<Value>(&e.1).unwrap()["delta"]["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         assert_eq!(text, " fox jumps", "the repeated ' brown' is trimmed");
         assert!(s.trimmed);
@@ -705,5 +759,42 @@ mod tests {
         assert_eq!(evs.len(), 2, "{out}");
         let v: Value = serde_json::from_str(&evs[1].1).unwrap();
         assert_eq!(v["index"], 1);
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+
+    /// Continuation events of any shape never panic the stitcher.
+    #[test]
+    fn odd_json_from_a_provider_is_harmless() {
+        for api in [Api::Anthropic, Api::OpenAi] {
+            let p = Point {
+                delivered: "Hello from".into(),
+                block: 0,
+                output_tokens: 0,
+                chat_id: Some("c".into()),
+            };
+            let mut s = Stitcher::new(api, p);
+            let mut out = BytesMut::new();
+            for d in [
+                r#"{"id":"x","choices":[],"usage":{"prompt_tokens":1}}"#,
+                r#"{"choices":[{"index":0}]}"#,
+                r#"{"choices":"no"}"#,
+                "[1,2,3]",
+                "42",
+                "null",
+                r#"{"type":"content_block_delta","index":"x"}"#,
+                r#"{"type":"message_delta","usage":[1]}"#,
+                "[DONE]",
+            ] {
+                s.push(None, d, &mut out);
+                s.push(Some("content_block_delta"), d, &mut out);
+            }
+            s.finish(&mut out);
+            let mut t = Tracker::new(api);
+            t.observe(b"data: [1]\n\ndata: 7\n\nevent: content_block_start\ndata: []\n\n");
+        }
     }
 }

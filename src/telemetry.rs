@@ -129,6 +129,27 @@ pub fn translated(
     }
 }
 
+/// A stream cut mid-answer and what resumption made of it (`result`:
+/// resumed, not_resumable, failed).
+pub fn stream_resume(rec: &RequestRecord, provider: &str, result: &'static str) {
+    metrics::global().stream_resume(provider, result);
+    event(Level::Info, "stream_resume")
+        .field("request_id", rec.request_id.as_str())
+        .opt("route", rec.route.as_deref())
+        .field("provider", provider)
+        .field("result", result)
+        .emit();
+}
+
+/// A provider refused an assistant prefill; with `prefill: auto` it is not
+/// asked again in this process.
+pub fn prefill_refused(rec: &RequestRecord, provider: &str) {
+    event(Level::Warn, "prefill_refused")
+        .field("request_id", rec.request_id.as_str())
+        .field("provider", provider)
+        .emit();
+}
+
 pub fn stream_interrupted(rec: &RequestRecord, provider: &str, class: ErrorClass, detail: &str) {
     metrics::global().stream_interrupted(provider, class);
     stats::global().stream_interrupted();
@@ -251,7 +272,9 @@ fn access_log(rec: &RequestRecord, settings: &LogSettings) {
         .field("outcome", metrics::outcome(rec).as_str())
         .field("duration_ms", ms(duration))
         .opt("ttfb_ms", rec.ttfb.map(ms))
-        .opt("model", rec.model.as_deref());
+        .opt("model", rec.model.as_deref())
+        .opt("resumed_from", rec.resumed_from.as_deref())
+        .opt("resumed_at_tokens", rec.resumed_at_tokens);
     if let Some(ws) = &rec.websocket {
         e = e.field(
             "websocket",

@@ -209,6 +209,7 @@ pub struct LimitSettings {
 pub struct RetrySettings {
     pub max_attempts: u32,
     pub failover_on: ClassSet,
+    pub resume_streams: bool,
 }
 
 impl RetrySettings {
@@ -343,6 +344,17 @@ pub struct ProviderSettings {
     pub timeouts: TimeoutSettings,
     pub health_check: Option<ProbeSettings>,
     pub anthropic_beta: BetaFilter,
+    pub prefill: Prefill,
+}
+
+/// Whether a provider takes an assistant prefill (`providers[].prefill`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefill {
+    /// Anthropic providers: yes until a 400 says no (then never again in
+    /// this process). OpenAI-compatible providers: no.
+    Auto,
+    Yes,
+    No,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -129,6 +129,9 @@ pub struct Retry {
     /// Kept as strings so an unknown class is reported with its index by
     /// validation rather than as an opaque serde error.
     pub failover_on: Vec<String>,
+    /// Continue a text stream cut mid-answer on the next provider, with the
+    /// text delivered so far as an assistant prefill.
+    pub resume_streams: bool,
 }
 
 impl Default for Retry {
@@ -147,6 +150,7 @@ impl Default for Retry {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+            resume_streams: false,
         }
     }
 }
@@ -214,6 +218,9 @@ pub struct ProviderConf {
     pub timeouts: TimeoutOverrides,
     pub health_check: Option<HealthCheckConf>,
     pub anthropic_beta: Option<BetaFilterConf>,
+    /// `auto` (learned from a rejecting 400), `true` or `false`: whether
+    /// the provider takes an assistant prefill (stream resumption).
+    pub prefill: Option<String>,
 }
 
 impl Default for ProviderConf {
@@ -232,6 +239,7 @@ impl Default for ProviderConf {
             timeouts: TimeoutOverrides::default(),
             health_check: None,
             anthropic_beta: None,
+            prefill: None,
         }
     }
 }

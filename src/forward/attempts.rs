@@ -328,7 +328,7 @@ impl<'a> Attempts<'a> {
     /// The request as this provider takes it: body (model mapped, or
     /// translated into its dialect) and head. `Err` says why it cannot
     /// take it at all.
-    fn prepare(
+    pub(super) fn prepare(
         &self,
         req: &pingora_http::RequestHeader,
         ctx: &Ctx,
@@ -966,6 +966,32 @@ pub(super) struct Try {
     pub(super) pre_content: bool,
     /// (client, provider) dialects of a translated attempt.
     pub(super) translated: Option<(Api, Api)>,
+}
+
+impl Try {
+    pub(super) fn new(p: &Arc<Provider>, is_probe: bool) -> Try {
+        Try {
+            p: p.clone(),
+            is_probe,
+            started: Instant::now(),
+            ttfb: None,
+            status: None,
+            upstream_request_id: None,
+            first_content: None,
+            pre_content: false,
+            translated: None,
+        }
+    }
+}
+
+impl Outgoing {
+    pub(super) fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    pub(super) fn body(&self) -> &[u8] {
+        &self.body
+    }
 }
 
 /// Counts the attempt in the provider's load (least_latency) while alive.

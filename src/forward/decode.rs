@@ -6,6 +6,7 @@
 //! dialect only.
 
 use crate::config::Api;
+use crate::resume::Stitcher;
 use crate::sse::{self, SseFramer};
 use crate::translate::{ReplyContext, StreamEnd, StreamSummary, StreamTranslator};
 use bytes::{Bytes, BytesMut};
@@ -29,6 +30,15 @@ pub(super) enum Decode {
     /// A translated stream: whole provider events in, whole client events
     /// out.
     Translate(Box<Translating>),
+    /// The continuation of a stream cut mid-text, stitched into the
+    /// client's open stream (`retry.resume_streams`).
+    Stitch(Box<Stitching>),
+}
+
+pub(super) struct Stitching {
+    framer: SseFramer,
+    pub(super) stitcher: Stitcher,
+    out: BytesMut,
 }
 
 pub(super) struct Translating {
@@ -48,11 +58,26 @@ impl Decode {
         }))
     }
 
+    pub(super) fn stitch(stitcher: Stitcher) -> Decode {
+        Decode::Stitch(Box::new(Stitching {
+            framer: SseFramer::new(),
+            stitcher,
+            out: BytesMut::new(),
+        }))
+    }
+
     /// Upstream bytes in; what the client gets out (whole events when
     /// translating; `None` while a partial event waits for its end).
     pub(super) fn push(&mut self, chunk: Bytes) -> Option<Bytes> {
         match self {
             Decode::Plain => Some(chunk),
+            Decode::Stitch(t) => {
+                let events = t.framer.push(chunk)?;
+                for (name, data) in sse::events(&events) {
+                    t.stitcher.push(name, &data, &mut t.out);
+                }
+                (!t.out.is_empty()).then(|| t.out.split().freeze())
+            }
             Decode::Translate(t) => {
                 let events = t.framer.push(chunk)?;
                 for (name, data) in sse::events(&events) {
@@ -68,6 +93,18 @@ impl Decode {
     pub(super) fn finish(&mut self) -> (Option<Bytes>, End) {
         match self {
             Decode::Plain => (None, End::Complete),
+            Decode::Stitch(t) => {
+                if let Some(rest) = t.framer.finish() {
+                    for (name, data) in sse::events(&rest) {
+                        t.stitcher.push(name, &data, &mut t.out);
+                    }
+                }
+                t.stitcher.finish(&mut t.out);
+                (
+                    (!t.out.is_empty()).then(|| t.out.split().freeze()),
+                    End::Complete,
+                )
+            }
             Decode::Translate(t) => {
                 if let Some(end) = t.ended {
                     return (None, end);
@@ -92,7 +129,7 @@ impl Decode {
     /// `None` when nothing was translated.
     pub(super) fn summary(&self) -> Option<&StreamSummary> {
         match self {
-            Decode::Plain => None,
+            Decode::Plain | Decode::Stitch(_) => None,
             Decode::Translate(t) => Some(t.tr.summary()),
         }
     }

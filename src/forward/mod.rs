@@ -17,6 +17,7 @@ mod intake;
 mod plan;
 mod relay;
 mod reply;
+mod resume;
 mod websocket;
 
 pub use reply::{local_error, respond_local};

@@ -5,11 +5,14 @@
 use super::attempts::{describe, AttemptEnd, Attempts, Try};
 use super::decode::{Decode, End as DecodeEnd};
 use super::intake::client_gone;
+use super::resume::Resumed;
 use super::Ctx;
+use crate::config::Api;
 use crate::content;
 use crate::dialect;
 use crate::headers;
 use crate::outcome::{self, AttemptResult, ErrorClass};
+use crate::resume;
 use crate::sse::{kind, SseFramer};
 use crate::telemetry;
 use crate::tokens::UsageMeter;
@@ -58,13 +61,21 @@ impl Attempts<'_> {
             retry_after,
             prefix,
             framer,
-            mut decode,
+            decode,
         } = a;
         let p = t.p.clone();
-        // Committed: no attempt will need the request body again. A long
-        // stream must not pin a large prompt for its whole life.
-        self.body = Bytes::new();
         let sse = is_sse(&head);
+        // A stream cut mid-text may be continued elsewhere with the same
+        // request (SPEC §9 resume_streams): then, and only then, the body
+        // is kept. Otherwise no attempt needs it again, and a long stream
+        // must not pin a large prompt for its whole life.
+        let resume = self.rt.config.retry.resume_streams
+            && sse
+            && matches!(decode, Decode::Plain)
+            && matches!(ctx.api, Api::Anthropic | Api::OpenAi);
+        if !resume {
+            self.body = Bytes::new();
+        }
         let mut resp = match headers::for_client(
             head,
             &ctx.rec.request_id,
@@ -100,62 +111,104 @@ impl Attempts<'_> {
             return self.client_left(ctx, &t, e);
         }
         ctx.rec.ttfb = Some(ctx.rec.started.elapsed());
-        let verdict = class.map_or(AttemptResult::Success, AttemptResult::Failed);
         if body_done {
             ctx.finished = true;
             self.release(up, &peer).await;
+            let verdict = class.map_or(AttemptResult::Success, AttemptResult::Failed);
             self.judge(ctx, &t, verdict, retry_after);
             return AttemptEnd::Finished;
         }
 
-        let mut meter = UsageMeter::new(ctx.api, sse);
+        let mut sink = Sink::new(ctx.api, sse, resume);
         let mut framer = framer.or_else(|| sse.then(SseFramer::new));
-        let mut watch = Watch::default();
-        let idle = p.settings.timeouts.stream_idle;
         if let Some(prefix) = prefix {
-            if let Err(e) = forward(s, ctx, sse, &mut meter, &mut watch, prefix).await {
-                keep_usage(ctx, meter, &decode);
+            // An error event in what was held is the answer itself (a
+            // request error): nothing to continue, it goes out at once.
+            let sent = match sink.forward(s, ctx, prefix).await {
+                Ok(Flow::Go) => Ok(()),
+                Ok(Flow::Stop) => sink.release_error(s).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                sink.keep_usage(ctx, &decode);
                 return self.client_left(ctx, &t, e);
             }
         }
-        let end = loop {
-            let waited = Instant::now();
-            let step = tokio::select! {
-                // Polled in order: a client that closes right after the last
-                // byte of a complete body must not turn it into client_closed.
-                biased;
-                r = tokio::time::timeout(idle, up.read_body_bytes()) => Step::Upstream(r),
-                e = client_gone(s) => Step::ClientGone(e),
-            };
-            ctx.rec.upstream_wait += waited.elapsed();
-            match step {
-                Step::Upstream(Ok(Ok(Some(chunk)))) => {
-                    let Some(chunk) = decode.push(chunk) else {
-                        continue;
-                    };
-                    let out = match framer.as_mut() {
-                        Some(f) => f.push(chunk),
-                        None => Some(chunk),
-                    };
-                    if let Some(out) = out {
-                        if let Err(e) = forward(s, ctx, sse, &mut meter, &mut watch, out).await {
-                            break End::ClientGone(e);
-                        }
-                    }
-                }
-                Step::Upstream(Ok(Ok(None))) => break End::Done,
-                Step::Upstream(Ok(Err(e))) => {
-                    break End::Broken(outcome::classify_transport(e.etype()), describe(&e))
-                }
-                Step::Upstream(Err(_)) => {
-                    break End::Broken(
-                        ErrorClass::Timeout,
-                        format!("no data for {} ms", idle.as_millis()),
-                    )
-                }
-                Step::ClientGone(e) => break End::ClientGone(e),
-            }
+        let mut cur = Stream {
+            t,
+            peer,
+            class,
+            retry_after,
+            decode,
+            judged: false,
         };
+        let mut resumed = false;
+        loop {
+            let idle = cur.t.p.settings.timeouts.stream_idle;
+            let end = pump(
+                s,
+                ctx,
+                &mut up,
+                &mut cur.decode,
+                &mut framer,
+                &mut sink,
+                idle,
+            )
+            .await;
+            // A break mid-text with resumption on: continue on the next
+            // provider, once.
+            let broke = match &end {
+                End::Broken(c, d) if !ctx.finished => Some((*c, d.clone())),
+                End::ErrorEvent(v) => Some((v.class, v.message.clone())),
+                _ => None,
+            };
+            if let (Some((bc, detail)), false) = (broke, resumed || !sink.resumable()) {
+                match self.resume(s, ctx, &mut sink, &mut cur, bc, &detail).await {
+                    Resumed::Yes(next) => {
+                        let (next, next_up) = *next;
+                        resumed = true;
+                        cur = next;
+                        up = next_up;
+                        framer = Some(SseFramer::new());
+                        continue;
+                    }
+                    Resumed::ClientGone(e) => {
+                        sink.keep_usage(ctx, &cur.decode);
+                        return AttemptEnd::Abort(e);
+                    }
+                    Resumed::No => {}
+                }
+            }
+            return self.end_stream(s, ctx, cur, up, framer, sink, end).await;
+        }
+    }
+
+    /// The relay's end: the last bytes, the verdict on the provider, and
+    /// what the client sees when the stream broke.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the pieces of a stream at its end, each consumed once"
+    )]
+    async fn end_stream(
+        &mut self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        cur: Stream,
+        up: UpstreamSession,
+        mut framer: Option<SseFramer>,
+        mut sink: Sink,
+        end: End,
+    ) -> AttemptEnd {
+        let Stream {
+            t,
+            peer,
+            class,
+            retry_after,
+            mut decode,
+            judged,
+        } = cur;
+        let p = t.p.clone();
+        let verdict = class.map_or(AttemptResult::Success, AttemptResult::Failed);
         match end {
             End::Done => {
                 // A translation's closing events (or the news that the
@@ -167,16 +220,16 @@ impl Attempts<'_> {
                         None => Some(tail),
                     };
                     if let Some(tail) = tail {
-                        if let Err(e) = forward(s, ctx, sse, &mut meter, &mut watch, tail).await {
-                            keep_usage(ctx, meter, &decode);
+                        if let Err(e) = sink.forward(s, ctx, tail).await {
+                            sink.keep_usage(ctx, &decode);
                             return self.client_left(ctx, &t, e);
                         }
                     }
                 }
-                if how == DecodeEnd::Truncated && watch.error.is_none() {
-                    keep_usage(ctx, meter, &decode);
+                if how == DecodeEnd::Truncated && sink.watch.error.is_none() {
+                    sink.keep_usage(ctx, &decode);
                     let detail = "the provider's stream ended before its last event";
-                    self.interrupted(ctx, &t, ErrorClass::Network, detail);
+                    self.interrupted(ctx, &t, judged, ErrorClass::Network, detail);
                     let msg = format!("upstream {} failed mid-stream ({detail})", p.name());
                     let event = dialect::sse_error_event(ctx.api, ErrorClass::Network, &msg);
                     return match s.write_response_body(Some(event), true).await {
@@ -185,62 +238,71 @@ impl Attempts<'_> {
                     };
                 }
                 if let Some(rest) = framer.as_mut().and_then(SseFramer::finish) {
-                    if let Err(e) = forward(s, ctx, sse, &mut meter, &mut watch, rest).await {
-                        keep_usage(ctx, meter, &decode);
+                    if let Err(e) = sink.forward(s, ctx, rest).await {
+                        sink.keep_usage(ctx, &decode);
                         return self.client_left(ctx, &t, e);
                     }
                 }
-                keep_usage(ctx, meter, &decode);
+                sink.keep_usage(ctx, &decode);
                 ctx.finished = true;
                 if let Err(e) = s.write_response_body(None, true).await {
                     return self.client_left(ctx, &t, e);
                 }
                 self.release(up, &peer).await;
-                let verdict = match watch.error.take() {
+                match sink.watch.error.take() {
                     // The provider ended its stream with an error event
                     // after content: the client has it already; it is a
                     // broken answer all the same.
                     Some(v) if class.is_none() => {
-                        self.interrupted(ctx, &t, v.class, &v.message);
-                        return AttemptEnd::Finished;
+                        self.interrupted(ctx, &t, judged, v.class, &v.message)
                     }
-                    _ => verdict,
-                };
-                self.judge(ctx, &t, verdict, retry_after);
+                    _ => self.judge_once(ctx, &t, judged, verdict, retry_after),
+                }
                 AttemptEnd::Finished
+            }
+            // The provider's error event was held back for a continuation
+            // that did not happen: it goes out as the provider sent it.
+            End::ErrorEvent(v) => {
+                sink.keep_usage(ctx, &decode);
+                self.interrupted(ctx, &t, judged, v.class, &v.message);
+                let held = sink.held_error.take().unwrap_or_default();
+                match s.write_response_body(Some(held), true).await {
+                    Ok(()) => AttemptEnd::Finished,
+                    Err(e) => AttemptEnd::Abort(e),
+                }
             }
             // The stream's last event went out: the client may stop
             // reading (Codex CLI does, at response.completed) and the
             // upstream may close as it likes; the answer is complete.
             End::ClientGone(e) if ctx.finished => {
-                keep_usage(ctx, meter, &decode);
-                self.judge(ctx, &t, verdict, retry_after);
+                sink.keep_usage(ctx, &decode);
+                self.judge_once(ctx, &t, judged, verdict, retry_after);
                 AttemptEnd::Abort(e)
             }
             End::Broken(..) if ctx.finished => {
-                keep_usage(ctx, meter, &decode);
-                self.judge(ctx, &t, verdict, retry_after);
+                sink.keep_usage(ctx, &decode);
+                self.judge_once(ctx, &t, judged, verdict, retry_after);
                 match s.write_response_body(None, true).await {
                     Ok(()) => AttemptEnd::Finished,
                     Err(e) => AttemptEnd::Abort(e),
                 }
             }
             End::ClientGone(e) => {
-                keep_usage(ctx, meter, &decode);
+                sink.keep_usage(ctx, &decode);
                 self.client_left(ctx, &t, e)
             }
             End::Broken(bc, detail) => {
-                keep_usage(ctx, meter, &decode);
-                if let Some(v) = watch.error.take() {
+                sink.keep_usage(ctx, &decode);
+                if let Some(v) = sink.watch.error.take() {
                     // Its own error event went out already; end there.
-                    self.interrupted(ctx, &t, v.class, &v.message);
+                    self.interrupted(ctx, &t, judged, v.class, &v.message);
                     return match s.write_response_body(None, true).await {
                         Ok(()) => AttemptEnd::Finished,
                         Err(e) => AttemptEnd::Abort(e),
                     };
                 }
-                self.interrupted(ctx, &t, bc, &detail);
-                if sse {
+                self.interrupted(ctx, &t, judged, bc, &detail);
+                if sink.sse {
                     // The half event the upstream left behind is dropped by
                     // the framer; end with a whole error event instead.
                     let msg = format!("upstream {} failed mid-stream ({bc}: {detail})", p.name());
@@ -261,12 +323,35 @@ impl Attempts<'_> {
         }
     }
 
-    /// A committed response broke: recorded once, the provider judged.
-    fn interrupted(&mut self, ctx: &mut Ctx, t: &Try, class: ErrorClass, detail: &str) {
+    /// A committed response broke: recorded once, the provider judged
+    /// (unless that happened when a continuation was tried).
+    fn interrupted(
+        &mut self,
+        ctx: &mut Ctx,
+        t: &Try,
+        judged: bool,
+        class: ErrorClass,
+        detail: &str,
+    ) {
         ctx.rec.class = Some(class);
         ctx.rec.stream_interrupted = Some(class);
-        telemetry::stream_interrupted(&ctx.rec, t.p.name(), class, detail);
-        self.judge(ctx, t, AttemptResult::Failed(class), None);
+        if !judged {
+            telemetry::stream_interrupted(&ctx.rec, t.p.name(), class, detail);
+            self.judge(ctx, t, AttemptResult::Failed(class), None);
+        }
+    }
+
+    fn judge_once(
+        &mut self,
+        ctx: &mut Ctx,
+        t: &Try,
+        judged: bool,
+        verdict: AttemptResult,
+        retry_after: Option<Duration>,
+    ) {
+        if !judged {
+            self.judge(ctx, t, verdict, retry_after);
+        }
     }
 
     /// The response could not be turned into the client's (a header the
@@ -284,6 +369,76 @@ impl Attempts<'_> {
     }
 }
 
+/// The attempt whose body is being relayed (the committed one, or the
+/// continuation of a stream resumed on another provider).
+pub(super) struct Stream {
+    pub(super) t: Try,
+    pub(super) peer: Arc<HttpPeer>,
+    pub(super) class: Option<ErrorClass>,
+    pub(super) retry_after: Option<Duration>,
+    pub(super) decode: Decode,
+    /// Already judged (its break was recorded when a continuation was
+    /// tried).
+    pub(super) judged: bool,
+}
+
+/// Relay the upstream body to the client until it ends, breaks, or the
+/// client leaves.
+async fn pump(
+    s: &mut Session,
+    ctx: &mut Ctx,
+    up: &mut UpstreamSession,
+    decode: &mut Decode,
+    framer: &mut Option<SseFramer>,
+    sink: &mut Sink,
+    idle: Duration,
+) -> End {
+    loop {
+        let waited = Instant::now();
+        let step = tokio::select! {
+            // Polled in order: a client that closes right after the last
+            // byte of a complete body must not turn it into client_closed.
+            biased;
+            r = tokio::time::timeout(idle, up.read_body_bytes()) => Step::Upstream(r),
+            e = client_gone(s) => Step::ClientGone(e),
+        };
+        ctx.rec.upstream_wait += waited.elapsed();
+        match step {
+            Step::Upstream(Ok(Ok(Some(chunk)))) => {
+                let Some(chunk) = decode.push(chunk) else {
+                    continue;
+                };
+                let out = match framer.as_mut() {
+                    Some(f) => f.push(chunk),
+                    None => Some(chunk),
+                };
+                if let Some(out) = out {
+                    match sink.forward(s, ctx, out).await {
+                        Ok(Flow::Go) => {}
+                        Ok(Flow::Stop) => {
+                            if let Some(v) = sink.watch.error.take() {
+                                return End::ErrorEvent(v);
+                            }
+                        }
+                        Err(e) => return End::ClientGone(e),
+                    }
+                }
+            }
+            Step::Upstream(Ok(Ok(None))) => return End::Done,
+            Step::Upstream(Ok(Err(e))) => {
+                return End::Broken(outcome::classify_transport(e.etype()), describe(&e))
+            }
+            Step::Upstream(Err(_)) => {
+                return End::Broken(
+                    ErrorClass::Timeout,
+                    format!("no data for {} ms", idle.as_millis()),
+                )
+            }
+            Step::ClientGone(e) => return End::ClientGone(e),
+        }
+    }
+}
+
 /// What the relay learns from the events it forwards.
 #[derive(Default)]
 struct Watch {
@@ -291,46 +446,142 @@ struct Watch {
     error: Option<content::ErrorVerdict>,
 }
 
-/// Send one piece of body to the client, reading it on the way: usage,
-/// the stream's terminal event (after which the client has its whole
-/// answer), an error event. Cheap for the common event: a byte search
-/// first, events are parsed only when a marker occurs.
-async fn forward(
-    s: &mut Session,
-    ctx: &mut Ctx,
-    sse: bool,
-    meter: &mut UsageMeter,
-    watch: &mut Watch,
-    out: Bytes,
-) -> Result<()> {
-    meter.feed(&out);
-    if sse {
-        if !ctx.finished && kind::holds_terminal(ctx.api, &out) {
-            ctx.finished = true;
-        }
-        if watch.error.is_none() && memchr::memmem::find(&out, b"error").is_some() {
-            watch.error = crate::sse::events(&out)
-                .find(|(name, data)| kind::classify(ctx.api, *name, data) == kind::EventKind::Error)
-                .map(|(_, data)| content::stream_error(&data));
-        }
-    }
-    s.write_response_body(Some(out), false).await
+#[derive(Debug, PartialEq)]
+pub(super) enum Flow {
+    Go,
+    /// An error event arrived while the stream could still be continued:
+    /// it was held back, not sent.
+    Stop,
 }
 
-/// Usage seen so far is kept whatever happens next: the provider billed it.
-/// A translated stream's usage comes from the translator, which saw the
-/// provider's own counts (a translated message_start cannot know the input
-/// tokens yet).
-fn keep_usage(ctx: &mut Ctx, meter: UsageMeter, decode: &Decode) {
-    let (usage, model) = meter.finish();
-    let (usage, model) = match decode.summary() {
-        Some(sum) => (sum.usage, sum.model.clone().or(model)),
-        None => (usage, model),
-    };
-    ctx.rec.usage = usage;
-    if model.is_some() {
-        ctx.rec.model = model;
+/// The client side of the relay: writes the body, reading it on the way.
+pub(super) struct Sink {
+    sse: bool,
+    meter: UsageMeter,
+    watch: Watch,
+    /// What the client has of a stream that may be continued elsewhere.
+    pub(super) tracker: Option<resume::Tracker>,
+    /// An error event held back while a continuation is tried.
+    held_error: Option<Bytes>,
+}
+
+impl Sink {
+    fn new(api: Api, sse: bool, resume: bool) -> Sink {
+        Sink {
+            sse,
+            meter: UsageMeter::new(api, sse),
+            watch: Watch::default(),
+            tracker: resume.then(|| resume::Tracker::new(api)),
+            held_error: None,
+        }
     }
+
+    fn resumable(&self) -> bool {
+        self.tracker.is_some()
+    }
+
+    /// An error event held back where no continuation can happen: it goes
+    /// out as the provider sent it, and the stream is not continued.
+    async fn release_error(&mut self, s: &mut Session) -> Result<()> {
+        self.tracker = None;
+        match self.held_error.take() {
+            Some(held) => s.write_response_body(Some(held), false).await,
+            None => Ok(()),
+        }
+    }
+
+    /// A continuation took over: the broken stream's error is moot.
+    pub(super) fn forget_error(&mut self) {
+        self.held_error = None;
+        self.watch.error = None;
+    }
+
+    /// Send one piece of body to the client, reading it on the way: usage,
+    /// the stream's terminal event (after which the client has its whole
+    /// answer), an error event. Cheap for the common event: a byte search
+    /// first, events are parsed only when a marker occurs.
+    async fn forward(&mut self, s: &mut Session, ctx: &mut Ctx, mut out: Bytes) -> Result<Flow> {
+        let mut flow = Flow::Go;
+        if self.sse {
+            if self.watch.error.is_none() && memchr::memmem::find(&out, b"error").is_some() {
+                if let Some((at, v)) = error_event(ctx.api, &out) {
+                    if self.tracker.is_some() {
+                        // Hold the error back: a continuation may make it
+                        // moot.
+                        self.held_error = Some(out.split_off(at));
+                        flow = Flow::Stop;
+                    }
+                    self.watch.error = Some(v);
+                }
+            }
+            if !ctx.finished && kind::holds_terminal(ctx.api, &out) {
+                ctx.finished = true;
+            }
+            if let Some(t) = self.tracker.as_mut() {
+                t.observe(&out);
+            }
+        }
+        self.meter.feed(&out);
+        if !out.is_empty() {
+            s.write_response_body(Some(out), false).await?;
+        }
+        Ok(flow)
+    }
+
+    /// Usage seen so far is kept whatever happens next: the provider billed
+    /// it. A translated stream's usage comes from the translator, which saw
+    /// the provider's own counts (a translated message_start cannot know the
+    /// input tokens yet).
+    fn keep_usage(&mut self, ctx: &mut Ctx, decode: &Decode) {
+        let meter = std::mem::replace(&mut self.meter, UsageMeter::new(ctx.api, self.sse));
+        let (usage, model) = meter.finish();
+        let (mut usage, model) = match decode.summary() {
+            Some(sum) => (sum.usage, sum.model.clone().or(model)),
+            None => (usage, model),
+        };
+        if let Decode::Stitch(st) = decode {
+            // A continuation's message_start is not forwarded; its input
+            // was billed all the same.
+            usage.input += st.stitcher.input_tokens;
+        }
+        ctx.rec.usage = usage;
+        if model.is_some() {
+            ctx.rec.model = model;
+        }
+    }
+}
+
+/// Where the first error event in these framed bytes starts, and what it
+/// says.
+fn error_event(api: Api, framed: &Bytes) -> Option<(usize, content::ErrorVerdict)> {
+    let mut at = 0;
+    while at < framed.len() {
+        let end = event_end(&framed[at..]).map_or(framed.len(), |e| at + e);
+        let block = &framed[at..end];
+        if let Some((name, data)) = crate::sse::events(block).next() {
+            if kind::classify(api, name, &data) == kind::EventKind::Error {
+                return Some((at, content::stream_error(&data)));
+            }
+        }
+        at = end;
+    }
+    None
+}
+
+/// The length of the first whole event (up to and including its blank
+/// line), if these bytes hold one.
+fn event_end(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b[i] == b'\n' && b[i + 1] == b'\n' {
+            return Some(i + 2);
+        }
+        if b[i] == b'\n' && b[i + 1] == b'\r' && b.get(i + 2) == Some(&b'\n') {
+            return Some(i + 3);
+        }
+        i += 1;
+    }
+    None
 }
 
 enum Step {
@@ -338,9 +589,11 @@ enum Step {
     ClientGone(Box<Error>),
 }
 
-enum End {
+pub(super) enum End {
     Done,
     Broken(ErrorClass, String),
+    /// An error event held back while the stream could be continued.
+    ErrorEvent(content::ErrorVerdict),
     ClientGone(Box<Error>),
 }
 

@@ -234,6 +234,9 @@ pub struct ProviderHealth {
     epoch: Instant,
     /// Attempts in flight to this provider (least_latency load term).
     pub inflight: AtomicUsize,
+    /// A 400 said it takes no assistant prefill (`prefill: auto`): learned
+    /// for the rest of the process, across reloads.
+    pub prefill_refused: std::sync::atomic::AtomicBool,
 }
 
 impl Default for ProviderHealth {
@@ -253,6 +256,7 @@ impl ProviderHealth {
             ewma_at_ns: AtomicU64::new(0),
             epoch: Instant::now(),
             inflight: AtomicUsize::new(0),
+            prefill_refused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

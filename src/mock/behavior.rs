@@ -68,6 +68,12 @@ pub struct Behavior {
     /// SSE comments) every `ping_interval_ms` for this long.
     pub pings_before_content_ms: u64,
     pub ping_interval_ms: u64,
+    /// A request ending with an assistant message (a prefill) gets a 400
+    /// saying the model takes none, as recent Claude models answer.
+    pub reject_prefill: bool,
+    /// Answering a prefilled request, start by repeating its last N words,
+    /// as some models do at the seam of a continuation.
+    pub echo_prefill_words: usize,
 }
 
 impl Default for Behavior {
@@ -95,6 +101,8 @@ impl Default for Behavior {
             empty: false,
             pings_before_content_ms: 0,
             ping_interval_ms: 100,
+            reject_prefill: false,
+            echo_prefill_words: 0,
         }
     }
 }

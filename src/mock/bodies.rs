@@ -95,6 +95,8 @@ pub(super) struct Reply<'a> {
     pub(super) n: usize,
     pub(super) model: &'a str,
     pub(super) b: &'a Behavior,
+    /// Words of a prefill repeated at the start of the answer.
+    pub(super) echo: Option<&'a str>,
     pub(super) include_usage: bool,
     pub(super) created: u64,
 }
@@ -274,6 +276,11 @@ fn full_text(w: &mut Vec<u8>, r: &Reply) {
 /// `" again"` for any further ones; fewer than 3 deltas carry the rest of the
 /// sentence in the last one. Padding is spread evenly over the deltas.
 fn delta_text(w: &mut Vec<u8>, r: &Reply, i: usize) {
+    if i == 0 {
+        if let Some(echo) = r.echo {
+            w!(w, "{}", Esc(echo));
+        }
+    }
     let events = r.b.events;
     let (from, to) = if i + 1 == events && events < 3 {
         (i, 3)
@@ -447,6 +454,7 @@ mod tests {
             n: 1,
             model: "x",
             b,
+            echo: None,
             include_usage: false,
             created: 0,
         }

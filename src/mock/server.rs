@@ -198,6 +198,19 @@ impl Conn {
             tokio::time::sleep(Duration::from_millis(b.latency_ms)).await;
         }
         let probe = Probe::parse(&body);
+        let prefill = probe.prefill();
+        if b.reject_prefill && prefill.is_some() {
+            self.body.clear();
+            let msg = "This model does not support assistant message prefill. The conversation must end with a user message.";
+            error_json(&mut self.body, shared.api, 400, msg);
+            return self.send_fixed(400, n, &b, keep).await;
+        }
+        // Repeat the prefill's last words at the seam, as some models do.
+        let echo = prefill.filter(|_| b.echo_prefill_words > 0).map(|p| {
+            let words: Vec<&str> = p.split_whitespace().collect();
+            let from = words.len().saturating_sub(b.echo_prefill_words);
+            format!(" {}", words[from..].join(" "))
+        });
         // An empty answer is an answer with no deltas and no text.
         let emptied;
         let b: &Behavior = if b.empty {
@@ -219,6 +232,7 @@ impl Conn {
                 &probe.model
             },
             b,
+            echo: echo.as_deref(),
             include_usage: probe
                 .stream_options
                 .and_then(|o| o.include_usage)
@@ -441,6 +455,32 @@ struct Probe<'a> {
     model: Cow<'a, str>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
+    messages: Vec<ProbeMessage>,
+}
+
+/// Just enough of a message to see a final assistant prefill.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ProbeMessage {
+    role: String,
+    content: serde_json::Value,
+}
+
+impl Probe<'_> {
+    /// The text of a final assistant message, if the request ends with one.
+    fn prefill(&self) -> Option<String> {
+        let last = self.messages.last().filter(|m| m.role == "assistant")?;
+        match &last.content {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Array(blocks) => Some(
+                blocks
+                    .iter()
+                    .filter_map(|b| b["text"].as_str())
+                    .collect::<String>(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]

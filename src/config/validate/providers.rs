@@ -7,7 +7,9 @@ use super::cloud;
 use super::timeouts::{check_overrides, resolve};
 use super::{ms, EnvLookup, Errors};
 use crate::config::schema::{ProviderConf, Timeouts};
-use crate::config::{ActiveSettings, Api, ProbeSettings, ProviderSettings, Secret, UpstreamAddr};
+use crate::config::{
+    ActiveSettings, Api, Prefill, ProbeSettings, ProviderSettings, Secret, UpstreamAddr,
+};
 use std::collections::HashSet;
 
 /// The valid providers, in file order. An invalid one is reported and left
@@ -168,6 +170,18 @@ fn provider(
         }
     };
     let anthropic_beta = cloud::beta_filter(errs, path, p.anthropic_beta.as_ref());
+    let prefill = match p.prefill.as_deref() {
+        None | Some("auto") => Prefill::Auto,
+        Some("true") => Prefill::Yes,
+        Some("false") => Prefill::No,
+        Some(other) => {
+            errs.push(
+                format!("{path}.prefill"),
+                format!("unknown value {other:?}; expected auto, true or false"),
+            );
+            Prefill::Auto
+        }
+    };
     if errs.0.len() != before {
         return None;
     }
@@ -184,6 +198,7 @@ fn provider(
         timeouts: resolve(global, &p.timeouts),
         health_check,
         anthropic_beta,
+        prefill,
     })
 }
 

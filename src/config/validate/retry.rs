@@ -29,6 +29,7 @@ pub(super) fn retry(errs: &mut Errors, r: &Retry) -> Option<RetrySettings> {
     Some(RetrySettings {
         max_attempts: r.max_attempts,
         failover_on,
+        resume_streams: r.resume_streams,
     })
 }
 
@@ -43,18 +44,22 @@ mod tests {
         assert_eq!(r.max_attempts, 3);
         assert!(r.fails_over(ErrorClass::Auth));
         assert!(!r.fails_over(ErrorClass::Request));
+        assert!(!r.resume_streams, "resumption is opt-in");
         let only = Retry {
             max_attempts: 1,
             failover_on: vec!["request".into()],
+            resume_streams: true,
         };
         let r = retry(&mut errs, &only).unwrap();
         assert!(r.fails_over(ErrorClass::Request));
         assert!(!r.fails_over(ErrorClass::Network));
+        assert!(r.resume_streams);
         assert!(errs.0.is_empty());
         // "concurrency" is a class, but steadfast's own, not an upstream's.
         let bad = Retry {
             max_attempts: 0,
             failover_on: vec!["network".into(), "concurrency".into(), "Server".into()],
+            ..Retry::default()
         };
         assert!(retry(&mut errs, &bad).is_none());
         assert_eq!(

@@ -236,6 +236,7 @@ mod tests {
             },
             health_check: None,
             anthropic_beta: Default::default(),
+            prefill: crate::config::Prefill::Auto,
         }
     }
 

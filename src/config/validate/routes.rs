@@ -206,6 +206,7 @@ mod tests {
                 path_prefix: String::new(),
             },
             key: None,
+            key_file: None,
             weight: 1,
             max_inflight: None,
             models: BTreeMap::new(),

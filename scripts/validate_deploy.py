@@ -90,6 +90,7 @@ def steadfast_conf(text: str) -> dict:
         "drain_s": server.get("drain_delay_ms", 5000) / 1000,
         "shutdown_s": server.get("shutdown_timeout_ms", 25000) / 1000,
         "key_envs": sorted({p["api_key_env"] for p in c.get("providers") or [] if p.get("api_key_env")}),
+        "key_files": sorted({p["api_key_file"] for p in c.get("providers") or [] if p.get("api_key_file")}),
     }
 
 
@@ -353,10 +354,23 @@ def check_k8s_wiring(rendered: dict) -> None:
             R.check(rm is not None and "emptyDir" in vols.get(rm["name"], {}), f"{where}: {run_dir} is a writable emptyDir")
             R.check(conf["proxy"].startswith("127.0.0.1:"), f"{where}: proxy listens on loopback only (the keys stay in the pod)")
             R.check(conf["admin"].startswith("0.0.0.0:"), f"{where}: admin listens on all interfaces (probes, Prometheus)")
-            refs = [e["secretRef"]["name"] for e in c.get("envFrom") or [] if "secretRef" in e]
-            R.check(refs == [secret["metadata"]["name"]], f"{where}: keys come from Secret {secret['metadata']['name']}", str(refs))
-            missing = set(conf["key_envs"]) - secret_keys
-            R.check(not missing, f"{where}: the Secret provides every api_key_env", str(sorted(missing)))
+            sname = secret["metadata"]["name"]
+            R.check(bool(conf["key_envs"] or conf["key_files"]), f"{where}: the config takes its keys from Secret {sname}")
+            if conf["key_envs"]:
+                refs = [e["secretRef"]["name"] for e in c.get("envFrom") or [] if "secretRef" in e]
+                R.check(refs == [sname], f"{where}: key variables come from Secret {sname}", str(refs))
+                missing = set(conf["key_envs"]) - secret_keys
+                R.check(not missing, f"{where}: the Secret provides every api_key_env", str(sorted(missing)))
+            secret_vols = {n for n, v in vols.items() if (v.get("secret") or {}).get("secretName") == sname}
+            for f in conf["key_files"]:
+                d = str(Path(f).parent)
+                km = mounts.get(d)
+                R.check(
+                    km is not None and km["name"] in secret_vols and "subPath" not in km,
+                    f"{where}: {f} is in Secret {sname}, mounted as a directory at {d}",
+                    "mount the Secret as a directory: subPath mounts never see a rotated key",
+                )
+                R.check(Path(f).name in secret_keys, f"{where}: the Secret provides {Path(f).name} (api_key_file {f})")
             scx = c.get("securityContext") or {}
             for key, want in [("runAsNonRoot", True), ("readOnlyRootFilesystem", True), ("allowPrivilegeEscalation", False)]:
                 R.check(scx.get(key) == want, f"{where}: steadfast securityContext.{key} = {want}")
@@ -391,8 +405,17 @@ def check_k8s_wiring(rendered: dict) -> None:
 #    exactly the key variables the deployment provides.
 
 
-def run_check(binary: str, config_text: str, env_keys, what: str) -> None:
+def run_check(binary: str, config_text: str, env_keys, what: str, secret_files=()) -> None:
+    """`steadfast check` with exactly `env_keys` set, and the key files the
+    config names that `secret_files` (file names, as a Secret volume holds
+    them) provides written as dummies, the config pointed at them."""
     with tempfile.TemporaryDirectory() as td:
+        vol = Path(td) / "secret-volume"
+        vol.mkdir()
+        for f in steadfast_conf(config_text)["key_files"]:
+            if Path(f).name in secret_files:
+                (vol / Path(f).name).write_text("dummy-value\n")
+                config_text = config_text.replace(f, str(vol / Path(f).name))
         cfg = Path(td) / "steadfast.yaml"
         cfg.write_text(config_text)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
@@ -419,7 +442,7 @@ def check_configs(binary: str, rendered: dict) -> None:
             if o["kind"] == "ConfigMap":
                 for key, text in (o.get("data") or {}).items():
                     if key.endswith((".yaml", ".yml")):
-                        run_check(binary, text, secret_keys, f"{variant} ConfigMap/{o['metadata']['name']} {key} with the Secret's keys")
+                        run_check(binary, text, secret_keys, f"{variant} ConfigMap/{o['metadata']['name']} {key} with the Secret's keys", secret_keys)
                         n += 1
     R.check(n > 0, "found the ConfigMap config")
     # The image's own config starts without any secret.

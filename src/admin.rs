@@ -1,6 +1,7 @@
 //! The admin listener (SPEC §5): liveness, readiness, health, metrics and
 //! stats, on its own Pingora service so it answers even when the proxy
-//! listener is saturated.
+//! listener is saturated; and the provider control API (SPEC §9, see
+//! [`crate::control::api`]).
 
 use crate::app::App;
 use crate::health::ProviderState;
@@ -26,7 +27,7 @@ pub fn add_service(server: &mut Server, app: Arc<App>, addr: SocketAddr) {
     server.add_service(svc);
 }
 
-fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+pub(crate) fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, content_type)
@@ -47,7 +48,39 @@ fn text(status: u16, body: &str) -> Response<Vec<u8>> {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = session.req_header().uri.path().to_string();
+        let req = session.req_header();
+        let path = req.uri.path().to_string();
+        let method = req.method.clone();
+        if crate::control::api::owns(&path) {
+            let query = req.uri.query().map(str::to_string);
+            let authorization = req
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes().to_vec());
+            let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+            if method != http::Method::GET && method != http::Method::HEAD {
+                // The request body (if any) is not read: the connection is
+                // not reused, so it cannot be taken for the next request.
+                session.set_keepalive(None);
+            }
+            let call = crate::control::api::Call {
+                method: &method,
+                path: &path,
+                query: query.as_deref(),
+                authorization: authorization.as_deref(),
+                peer,
+            };
+            return crate::control::api::handle(&self.app, &call);
+        }
+        if method != http::Method::GET && method != http::Method::HEAD {
+            session.set_keepalive(None);
+            let mut r = text(405, &format!("{method} is not allowed here: use GET\n"));
+            r.headers_mut().insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static("GET, HEAD"),
+            );
+            return r;
+        }
         match path.as_str() {
             "/live" => text(200, "live\n"),
             "/ready" => {
@@ -71,7 +104,10 @@ impl ServeHttp for Admin {
                 let body = crate::stats::global().render(&self.app.runtime(), Instant::now());
                 respond(200, "application/json", body.to_string().into_bytes())
             }
-            _ => text(404, "not found: try /live /ready /health /metrics /stats\n"),
+            _ => text(
+                404,
+                "not found: try /live /ready /health /metrics /stats /providers\n",
+            ),
         }
     }
 }
@@ -90,10 +126,13 @@ pub fn health(app: &App) -> (u16, serde_json::Value) {
                 "state": s.state.as_str(),
                 "consecutive_failures": s.consecutive_failures,
                 "ejected_until": s.ejected_until.map(|t| crate::clock::rfc3339(crate::clock::wall(t, now))),
+                "disabled_until": s.disabled.and_then(|d| d.until).map(|t| crate::clock::rfc3339(crate::clock::wall(t, now))),
                 "last_error_class": s.last_error_class.map(|c| c.as_str()),
             })
         })
         .collect();
+    // A disabled provider is not available: /health is degraded while one
+    // is out, and unhealthy when some route has nothing else left.
     let available = |i: usize| rt.providers[i].health.snapshot(now).state == ProviderState::Healthy;
     let all_available = (0..rt.providers.len()).all(available);
     let some_route_dead = rt

@@ -1,6 +1,7 @@
 //! Process-wide state: the current config snapshot (swapped atomically on
-//! reload), the upstream connector, provider health that outlives reloads,
-//! and the lifecycle flags the admin endpoints report.
+//! reload), the upstream connector, provider health (and operators'
+//! disables) that outlive reloads, and the lifecycle flags the admin
+//! endpoints report.
 
 use crate::config::{Config, RouteSettings};
 use crate::health::{Policy, ProviderHealth};
@@ -53,6 +54,8 @@ pub struct App {
     pub started: Instant,
     pub draining: AtomicBool,
     pub ready: AtomicBool,
+    /// Operator control of providers: the state file and its writer.
+    pub control: crate::control::Control,
 }
 
 impl App {
@@ -79,6 +82,7 @@ impl App {
             started: Instant::now(),
             draining: AtomicBool::new(false),
             ready: AtomicBool::new(false),
+            control: crate::control::Control::new(&config.server.pid_file),
         };
         let rt = app.build_runtime(config, addrs, None);
         app.runtime.store(Arc::new(rt));

@@ -20,6 +20,9 @@ pub enum LocalError {
     Overloaded,
     AllNetwork,
     AllTimeout,
+    /// Every provider of the route is disabled by an operator: no upstream
+    /// was contacted (like Envoy's "no healthy upstream").
+    NoProvider,
     Internal,
 }
 
@@ -35,6 +38,7 @@ impl LocalError {
             LocalError::Overloaded => 503,
             LocalError::AllNetwork => 502,
             LocalError::AllTimeout => 504,
+            LocalError::NoProvider => 503,
             LocalError::Internal => 500,
         }
     }
@@ -49,7 +53,9 @@ impl LocalError {
             | LocalError::HeaderTimeout => ErrorClass::Request,
             LocalError::Unauthorized => ErrorClass::Auth,
             LocalError::Overloaded => ErrorClass::Concurrency,
-            LocalError::AllNetwork => ErrorClass::Network,
+            // No upstream could be reached, as far as the client can tell;
+            // the message says why.
+            LocalError::AllNetwork | LocalError::NoProvider => ErrorClass::Network,
             LocalError::AllTimeout => ErrorClass::Timeout,
             LocalError::Internal => ErrorClass::Internal,
         }
@@ -66,7 +72,10 @@ impl LocalError {
                 "invalid_request_error"
             }
             LocalError::Overloaded => "overloaded_error",
-            LocalError::AllNetwork | LocalError::AllTimeout | LocalError::Internal => "api_error",
+            LocalError::AllNetwork
+            | LocalError::AllTimeout
+            | LocalError::NoProvider
+            | LocalError::Internal => "api_error",
         }
     }
 
@@ -78,9 +87,10 @@ impl LocalError {
             | LocalError::HeaderTooLarge
             | LocalError::HeaderTimeout => "invalid_request_error",
             LocalError::Unauthorized => "authentication_error",
-            LocalError::Overloaded | LocalError::AllNetwork | LocalError::AllTimeout => {
-                "server_error"
-            }
+            LocalError::Overloaded
+            | LocalError::AllNetwork
+            | LocalError::AllTimeout
+            | LocalError::NoProvider => "server_error",
             LocalError::Internal => "server_error",
         }
     }
@@ -164,6 +174,7 @@ mod tests {
             (LocalError::Overloaded, 503, "overloaded_error"),
             (LocalError::AllNetwork, 502, "api_error"),
             (LocalError::AllTimeout, 504, "api_error"),
+            (LocalError::NoProvider, 503, "api_error"),
         ];
         for (kind, status, ty) in cases {
             assert_eq!(kind.status(), status);

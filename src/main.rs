@@ -51,6 +51,11 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:9090/health")]
         url: String,
     },
+    /// Disable, enable or list providers of a running instance (admin API).
+    Provider {
+        #[command(subcommand)]
+        command: steadfast::control::cli::ProviderCommand,
+    },
     /// Self-contained demo: mock providers (one failing) + the proxy, explained.
     Demo,
     /// Mock LLM provider for demos, tests and benchmarks.
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
         }),
         Command::Check { config } => check(config),
         Command::Healthcheck { url } => steadfast::healthcheck::run(&url),
+        Command::Provider { command } => steadfast::control::cli::run(command),
         Command::Demo => steadfast::demo::run(),
         Command::MockProvider(args) => steadfast::mock::run_cli(*args),
     };

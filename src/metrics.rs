@@ -226,6 +226,8 @@ pub struct Metrics {
     inflight: IntGauge,
     limiter_rejections: IntCounterVec,
     provider_state: IntGaugeVec,
+    provider_disabled: IntGaugeVec,
+    key_reloads: IntCounterVec,
     route_available: IntGaugeVec,
     ejections: IntCounterVec,
     stream_interruptions: IntCounterVec,
@@ -377,6 +379,18 @@ impl Metrics {
             "1 for the provider's current state, 0 for the others.",
             &["provider", "state"],
         )?;
+        let provider_disabled = gauge_vec(
+            &r,
+            "steadfast_provider_disabled",
+            "1 while an operator has the provider disabled (admin API), else 0.",
+            &["provider"],
+        )?;
+        let key_reloads = counter_vec(
+            &r,
+            "steadfast_provider_key_reloads_total",
+            "Re-reads of a changed api_key_file: success (new key in use) or failure (old key kept).",
+            &["provider", "result"],
+        )?;
         let route_available = gauge_vec(
             &r,
             "steadfast_route_available_providers",
@@ -466,6 +480,8 @@ impl Metrics {
             inflight,
             limiter_rejections,
             provider_state,
+            provider_disabled,
+            key_reloads,
             route_available,
             ejections,
             stream_interruptions,
@@ -521,6 +537,15 @@ impl Metrics {
 
     pub fn stream_resume(&self, provider: &str, result: &str) {
         self.stream_resumes
+            .with_label_values(&[provider, result])
+            .inc();
+    }
+
+    /// A changed key file was re-read: `success` when its key is now in use,
+    /// false when it was unusable and the old key kept.
+    pub fn key_reloaded(&self, provider: &str, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.key_reloads
             .with_label_values(&[provider, result])
             .inc();
     }
@@ -608,6 +633,7 @@ impl Metrics {
         // Rebuilt from the current runtime only, so a provider or route
         // removed by a reload stops being reported.
         self.provider_state.reset();
+        self.provider_disabled.reset();
         self.route_available.reset();
         let mut healthy = Vec::with_capacity(rt.providers.len());
         for p in &rt.providers {
@@ -617,6 +643,14 @@ impl Metrics {
                 self.provider_state
                     .with_label_values(&[p.name(), s.as_str()])
                     .set(i64::from(s == state));
+            }
+            self.provider_disabled
+                .with_label_values(&[p.name()])
+                .set(i64::from(state == ProviderState::Disabled));
+            if p.settings.key_file.is_some() {
+                for result in ["success", "failure"] {
+                    self.key_reloads.with_label_values(&[p.name(), result]);
+                }
             }
             // Series exist from the start, so rate() and increase() see
             // the first event. A stream can only break as network or timeout.

@@ -1,12 +1,13 @@
 //! A provider as the request path uses it: its settings, its current
-//! upstream address (resolved off the hot path), its credential header and
-//! its shared health state.
+//! upstream address (resolved off the hot path), its credential header
+//! (swapped whole when its key file changes) and its shared health state.
 
-use crate::config::{Api, ProviderSettings, UpstreamAddr};
+use crate::config::Secret;
+use crate::config::{ProviderSettings, UpstreamAddr};
 use crate::health::ProviderHealth;
+use crate::keys::ProviderKey;
 use crate::limits::Limiter;
 use arc_swap::ArcSwapOption;
-use http::{HeaderName, HeaderValue};
 use pingora_core::protocols::l4::ext::TcpKeepalive;
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -23,7 +24,8 @@ pub struct Provider {
     pub settings: ProviderSettings,
     /// `None` until the host has resolved at least once.
     peer: ArcSwapOption<HttpPeer>,
-    key: Option<(HeaderName, HeaderValue)>,
+    /// `None`: the client's own key is passed through.
+    key: ArcSwapOption<ProviderKey>,
     pub host_header: String,
     pub health: Arc<ProviderHealth>,
     pub limiter: Option<Limiter>,
@@ -35,23 +37,17 @@ impl Provider {
         health: Arc<ProviderHealth>,
         addr: Option<SocketAddr>,
     ) -> Provider {
-        let key = settings.key.as_ref().and_then(|k| {
-            let (name, value) = match settings.api {
-                Api::Anthropic => ("x-api-key", k.expose().to_string()),
-                Api::OpenAi | Api::OpenAiResponses => {
-                    ("authorization", format!("Bearer {}", k.expose()))
-                }
-            };
-            let mut v = HeaderValue::from_str(&value).ok()?;
-            // Keeps it out of any Debug output of the header map.
-            v.set_sensitive(true);
-            Some((HeaderName::from_static(name), v))
-        });
+        // Validation refused any key that would not make a header.
+        let key = settings
+            .key
+            .clone()
+            .and_then(|k| ProviderKey::new(settings.api, k))
+            .map(Arc::new);
         let limiter = settings.max_inflight.map(Limiter::new);
         let host_header = settings.upstream.host_header();
         let p = Provider {
             peer: ArcSwapOption::empty(),
-            key,
+            key: ArcSwapOption::new(key),
             host_header,
             health,
             limiter,
@@ -76,14 +72,38 @@ impl Provider {
             crate::config::Prefill::Yes => true,
             crate::config::Prefill::No => false,
             crate::config::Prefill::Auto => {
-                self.settings.api == Api::Anthropic
+                self.settings.api == crate::config::Api::Anthropic
                     && !self.health.prefill_refused.load(Ordering::Relaxed)
             }
         }
     }
 
-    pub fn key_header(&self) -> Option<(&HeaderName, &HeaderValue)> {
-        self.key.as_ref().map(|(n, v)| (n, v))
+    /// The credential header for one attempt or probe: a snapshot, so a
+    /// rotation while it is in flight leaves it alone and the next one
+    /// carries the new key.
+    pub fn key(&self) -> Option<Arc<ProviderKey>> {
+        self.key.load_full()
+    }
+
+    /// Whether `k` is the key in use.
+    pub fn key_is(&self, k: &Secret) -> bool {
+        self.key.load().as_ref().is_some_and(|cur| cur.holds(k))
+    }
+
+    /// Swap in a rotated key. Only a provider configured with a key is
+    /// given one: a passthrough provider never starts injecting one.
+    /// Returns whether it was installed.
+    pub fn rotate_key(&self, k: Secret) -> bool {
+        if self.key.load().is_none() {
+            return false;
+        }
+        match ProviderKey::new(self.settings.api, k) {
+            Some(new) => {
+                self.key.store(Some(Arc::new(new)));
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn peer(&self) -> Option<Arc<HttpPeer>> {

@@ -111,6 +111,9 @@ pub fn run(opts: ServeOptions) -> i32 {
     crate::lifecycle::add_service(&mut server, app.clone());
     // In upgrade mode this waits for the old process to hand its sockets over.
     server.bootstrap();
+    // Read only now: during an upgrade, the old process took admin calls
+    // until the handover just done, and wrote each change to the file.
+    crate::control::restore(&app);
     if !opts.daemon {
         if let Err(e) = crate::lifecycle::pidfile::write(&cfg.server.pid_file) {
             crate::logging::event(log::Level::Warn, "pid_file_failed")
@@ -139,6 +142,7 @@ pub fn run(opts: ServeOptions) -> i32 {
     crate::resolver::add_service(&mut server, app.clone());
     crate::lifecycle::reload::add_service(&mut server, app.clone());
     crate::health::probe::add_service(&mut server, app.clone());
+    crate::control::add_service(&mut server, app.clone());
 
     crate::logging::event(log::Level::Info, "started")
         .field("version", env!("CARGO_PKG_VERSION"))

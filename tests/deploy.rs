@@ -172,6 +172,54 @@ fn secret_keys() -> Vec<String> {
     keys
 }
 
+/// Where the steadfast container of a Deployment mounts the Secret of
+/// provider keys (k8s/secret.yaml), if it does.
+fn secret_mount(file: &str) -> Option<String> {
+    let dep = yaml_file(file);
+    let secret = yaml_file("k8s/secret.yaml");
+    let secret_name = str_at(&secret, &["metadata", "name"])?.to_string();
+    let spec = &dep["spec"]["template"]["spec"];
+    let volume = spec["volumes"]
+        .as_sequence()?
+        .iter()
+        .find(|v| str_at(v, &["secret", "secretName"]) == Some(secret_name.as_str()))?;
+    let c = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|k| spec.get(*k).and_then(Value::as_sequence))
+        .flatten()
+        .find(|c| c["name"] == "steadfast")?;
+    c["volumeMounts"].as_sequence()?.iter().find_map(|m| {
+        // A subPath mount never sees the Secret change.
+        (m["name"] == volume["name"] && m.get("subPath").is_none())
+            .then(|| str_at(m, &["mountPath"]).map(String::from))
+            .flatten()
+    })
+}
+
+fn key_files(conf: &Value) -> Vec<String> {
+    conf.get("providers")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| str_at(p, &["api_key_file"]).map(String::from))
+        .collect()
+}
+
+/// `text` as it runs in the pod, here: every key of the Secret written as
+/// a file under `dir` (a dummy value), and the Secret's mount path in the
+/// text pointed there.
+fn with_secret_files(text: &str, mount: &str, dir: &Path) -> String {
+    let keys_dir = dir.join("secret-volume");
+    std::fs::create_dir_all(&keys_dir).unwrap();
+    for k in secret_keys() {
+        std::fs::write(keys_dir.join(k), "dummy-value\n").unwrap();
+    }
+    text.replace(
+        &format!("{}/", mount.trim_end_matches('/')),
+        &format!("{}/", keys_dir.display()),
+    )
+}
+
 fn key_envs(conf: &Value) -> Vec<String> {
     conf.get("providers")
         .and_then(Value::as_sequence)
@@ -425,7 +473,7 @@ fn kubernetes_probes_and_grace_periods_match_the_configmap() {
 
     // The probe paths answer 200 on a process running the ConfigMap's
     // config (listeners and runtime paths moved to the test's), started
-    // with nothing but the Secret's variables.
+    // with nothing but the Secret's variables and files.
     let dir = test_dir("configmap");
     let (proxy, admin) = (free_addr(), free_addr());
     let mut m = conf.as_mapping().unwrap().clone();
@@ -436,6 +484,8 @@ fn kubernetes_probes_and_grace_periods_match_the_configmap() {
         "listen: {{ proxy: \"{proxy}\", admin: \"{admin}\" }}\nserver: {{ pid_file: \"{d}/s.pid\", upgrade_sock: \"{d}/u.sock\", drain_delay_ms: 0 }}\n",
         d = dir.display()
     ));
+    let mount = secret_mount("k8s/deployment.yaml").expect("the Secret is mounted");
+    let text = with_secret_files(&text, &mount, &dir);
     let cfg = dir.join("steadfast.yaml");
     std::fs::write(&cfg, text).unwrap();
     let mut reaper = Reaper::default();
@@ -477,11 +527,47 @@ fn shipped_deploy_configs_pass_check_with_the_keys_their_deployment_provides() {
             "k8s/secret.yaml lacks {k}, which the ConfigMap names"
         );
     }
-    check(
-        &serde_yaml::to_string(&conf).unwrap(),
-        &keys,
-        "the ConfigMap config with the Secret's keys",
+    // Key files come from the Secret's volume, mounted as a directory (so
+    // that a rotation reaches the pod) in both variants.
+    let files = key_files(&conf);
+    assert!(
+        !files.is_empty() || !key_envs(&conf).is_empty(),
+        "the ConfigMap uses none of the Secret's keys"
     );
+    let mut mount = None;
+    for dep in ["k8s/deployment.yaml", "k8s/classic-sidecar/deployment.yaml"] {
+        let m = secret_mount(dep);
+        if !files.is_empty() {
+            assert!(
+                m.is_some(),
+                "{dep}: the Secret is not mounted as a directory into steadfast"
+            );
+        }
+        mount = mount.or(m);
+    }
+    for f in &files {
+        let path = Path::new(f);
+        let m = mount.as_deref().unwrap_or_default();
+        assert_eq!(
+            path.parent().and_then(Path::to_str),
+            Some(m.trim_end_matches('/')),
+            "{f} is not in the Secret's mount {m}"
+        );
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        assert!(
+            keys.iter().any(|k| k == name),
+            "k8s/secret.yaml lacks {name}, which the ConfigMap reads as {f}"
+        );
+    }
+    let text = serde_yaml::to_string(&conf).unwrap();
+    let text = match &mount {
+        Some(m) => with_secret_files(&text, m, &test_dir("secret-files")),
+        None => text,
+    };
+    check(&text, &keys, "the ConfigMap config with the Secret's keys");
 
     let image = std::fs::read_to_string(root().join("deploy/docker/steadfast.yaml")).unwrap();
     check(&image, &[], "the image config, with no key set");

@@ -421,8 +421,8 @@ async fn metrics_count_the_scripted_sequence_exactly() {
         assert_eq!(
             m.matching("steadfast_provider_state", &[("provider", p)])
                 .count(),
-            4,
-            "all four states"
+            5,
+            "all five states"
         );
     }
     assert_eq!(

@@ -44,8 +44,16 @@ pub fn resolve_source(flag: Option<&Path>, env: &EnvLookup) -> ConfigSource {
 
 /// Load and validate the config from `source`, reading keys through `env`.
 pub fn load(source: &ConfigSource, env: &EnvLookup) -> Result<Config, ConfigErrors> {
-    let file = match source {
-        ConfigSource::Builtin => super::builtin_default(),
+    let file = read_file_config(source)?;
+    validate(&file, source.clone(), env).map_err(ConfigErrors)
+}
+
+/// The file as written, parsed but not validated: for tools that need a
+/// few settings of a config whose keys they do not hold (`steadfast
+/// provider` reads the admin address and token variable).
+pub fn read_file_config(source: &ConfigSource) -> Result<FileConfig, ConfigErrors> {
+    match source {
+        ConfigSource::Builtin => Ok(super::builtin_default()),
         ConfigSource::File(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 ConfigErrors(vec![ConfigError::new(
@@ -53,10 +61,9 @@ pub fn load(source: &ConfigSource, env: &EnvLookup) -> Result<Config, ConfigErro
                     format!("cannot read config file {}: {e}", path.display()),
                 )])
             })?;
-            parse_yaml(&text)?
+            parse_yaml(&text)
         }
-    };
-    validate(&file, source.clone(), env).map_err(ConfigErrors)
+    }
 }
 
 /// Parse YAML text into the file schema, reporting unknown keys by path.

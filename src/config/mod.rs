@@ -8,7 +8,7 @@ pub mod schema;
 mod validate;
 
 pub use default::builtin_default;
-pub use load::{load, resolve_source, ConfigSource};
+pub use load::{load, parse_yaml, read_file_config, resolve_source, ConfigSource};
 pub use validate::{validate, EnvLookup};
 
 use crate::outcome::{ClassSet, ErrorClass};
@@ -178,6 +178,9 @@ pub struct Config {
     pub providers: Vec<ProviderSettings>,
     pub routes: Vec<RouteSettings>,
     pub client_tokens: Option<Vec<Secret>>,
+    /// `admin.token_env`'s value: the bearer token state-changing admin
+    /// calls need (`None`: loopback only).
+    pub admin_token: Option<Secret>,
     pub logging: LogSettings,
 }
 
@@ -337,7 +340,10 @@ pub struct ProviderSettings {
     pub kind: ProviderKind,
     pub base_url: String,
     pub upstream: UpstreamAddr,
+    /// The key at load time, from `api_key_env` or `api_key_file`.
     pub key: Option<Secret>,
+    /// `api_key_file`: where rotated keys are read from.
+    pub key_file: Option<std::path::PathBuf>,
     pub weight: u32,
     pub max_inflight: Option<usize>,
     pub models: BTreeMap<String, String>,

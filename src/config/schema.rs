@@ -18,6 +18,7 @@ pub struct FileConfig {
     pub providers: Vec<ProviderConf>,
     pub routes: Vec<RouteConf>,
     pub client_auth: Option<ClientAuth>,
+    pub admin: AdminConf,
     pub logging: Logging,
 }
 
@@ -212,6 +213,8 @@ pub struct ProviderConf {
     /// the region.
     pub base_url: String,
     pub api_key_env: Option<String>,
+    /// A file holding the key, re-read when it changes (key rotation).
+    pub api_key_file: Option<String>,
     pub weight: u32,
     pub max_inflight: Option<usize>,
     pub models: BTreeMap<String, String>,
@@ -233,6 +236,7 @@ impl Default for ProviderConf {
             project: None,
             base_url: String::new(),
             api_key_env: None,
+            api_key_file: None,
             weight: 1,
             max_inflight: None,
             models: BTreeMap::new(),
@@ -278,6 +282,15 @@ pub struct RouteConf {
 #[serde(default)]
 pub struct ClientAuth {
     pub tokens_env: String,
+}
+
+/// The admin listener's control API.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct AdminConf {
+    /// Names the variable holding the bearer token that state-changing
+    /// admin calls need; without it they are taken from loopback only.
+    pub token_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

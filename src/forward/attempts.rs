@@ -16,6 +16,7 @@ use crate::config::Api;
 use crate::content;
 use crate::dialect::LocalError;
 use crate::headers::{self, UpstreamTarget};
+use crate::health::Offer;
 use crate::limits::Limiter;
 use crate::outcome::{self, AttemptResult, ErrorClass};
 use crate::provider::{Provider, POOL_IDLE};
@@ -120,11 +121,17 @@ impl<'a> Attempts<'a> {
         strip: Vec<http::HeaderName>,
     ) -> Self {
         let now = Instant::now();
+        let offers: Vec<Offer> = route
+            .providers
+            .iter()
+            .map(|p| p.health.availability(now).offer())
+            .collect();
         let infos: Vec<CandidateInfo> = route
             .providers
             .iter()
-            .map(|p| CandidateInfo {
-                available: p.health.availability(now).takes_traffic(),
+            .zip(&offers)
+            .map(|(p, offer)| CandidateInfo {
+                available: *offer == Offer::First,
                 weight: p.settings.weight,
                 cost: p.health.load_cost(now),
                 last_failure_at: p.health.last_failure_at(),
@@ -132,7 +139,7 @@ impl<'a> Attempts<'a> {
             .collect();
         let order = route.selector.order(&infos);
         let plan = Plan::new(
-            order.into_iter().map(|i| (i, infos[i].available)),
+            order.into_iter().map(|i| (i, offers[i])),
             rt.config.retry.max_attempts,
             rt.config.retry.failover_on,
         );
@@ -291,6 +298,16 @@ impl<'a> Attempts<'a> {
                 Err(e) => Handled::Abort(e),
             };
         }
+        if made == 0 && self.plan.excluded() == self.route.providers.len() {
+            let names: Vec<&str> = self.route.providers.iter().map(|p| p.name()).collect();
+            let msg = format!(
+                "every provider of route {} is disabled by an operator ({}); \
+                 see GET /providers on the admin listener",
+                self.route.settings.name,
+                names.join(", ")
+            );
+            return respond_local(s, ctx, LocalError::NoProvider, &msg, Some(0)).await;
+        }
         let classes: Vec<ErrorClass> = self.failures.iter().map(|f| f.class).collect();
         let kind = match outcome::status_for_failed_attempts(&classes) {
             // No provider could take the request as it is: the request's
@@ -391,6 +408,9 @@ impl<'a> Attempts<'a> {
                 &[("content-type", "application/json")],
             ),
         };
+        // One snapshot of the key for the whole attempt: a rotation now
+        // reaches the next attempt, never half of this one.
+        let key = p.key();
         let target = UpstreamTarget {
             path,
             drop,
@@ -399,7 +419,7 @@ impl<'a> Attempts<'a> {
             ..UpstreamTarget::direct(
                 &p.host_header,
                 &p.settings.upstream.path_prefix,
-                p.key_header(),
+                key.as_deref().map(|k| (&k.name, &k.value)),
             )
         };
         // A WebSocket handshake may carry a key as a subprotocol.

@@ -7,6 +7,7 @@
 //! every path. The model is Pingora's retry loop, where the decision is data
 //! on the error, and linkerd2-proxy's retry `Policy`.
 
+use crate::health::Offer;
 use crate::outcome::{ClassSet, ErrorClass};
 use std::collections::VecDeque;
 
@@ -62,31 +63,52 @@ pub struct Plan {
     max: u32,
     failover_on: ClassSet,
     stopped: bool,
+    /// Providers of the route left out altogether (disabled).
+    excluded: usize,
 }
 
 impl Plan {
-    /// `order` is the strategy's order of `(index, available)`; unavailable
-    /// providers come last and are tried only as a last resort.
+    /// `order` is the strategy's order of `(index, offer)`: last-resort
+    /// providers come last (the strategy puts them there) and are forced;
+    /// those never to be offered are left out.
     pub fn new(
-        order: impl IntoIterator<Item = (usize, bool)>,
+        order: impl IntoIterator<Item = (usize, Offer)>,
         max_attempts: u32,
         failover_on: ClassSet,
     ) -> Plan {
-        Plan {
-            queue: order
-                .into_iter()
-                .map(|(index, available)| Candidate {
+        let mut excluded = 0;
+        let queue = order
+            .into_iter()
+            .filter_map(|(index, offer)| match offer {
+                Offer::First => Some(Candidate {
                     index,
-                    forced: !available,
-                })
-                .collect(),
+                    forced: false,
+                }),
+                Offer::LastResort => Some(Candidate {
+                    index,
+                    forced: true,
+                }),
+                Offer::Never => {
+                    excluded += 1;
+                    None
+                }
+            })
+            .collect();
+        Plan {
+            queue,
             again: Vec::new(),
             at_cap: Vec::new(),
             made: 0,
             max: max_attempts,
             failover_on,
             stopped: false,
+            excluded,
         }
+    }
+
+    /// How many of the route's providers were left out (disabled).
+    pub fn excluded(&self) -> usize {
+        self.excluded
     }
 
     /// The next step. A `Try` that the loop cannot take (its limiter is
@@ -162,7 +184,8 @@ mod tests {
     }
 
     fn plan(avail: &[bool], max: u32) -> Plan {
-        Plan::new(avail.iter().copied().enumerate(), max, defaults())
+        let offer = |a: bool| if a { Offer::First } else { Offer::LastResort };
+        Plan::new(avail.iter().map(|&a| offer(a)).enumerate(), max, defaults())
     }
 
     /// Run a plan to the end, failing every attempt with `f(index)`;
@@ -195,7 +218,7 @@ mod tests {
 
     #[test]
     fn unavailable_providers_are_forced_last_resorts() {
-        let mut p = Plan::new([(1, true), (0, false)], 3, defaults());
+        let mut p = Plan::new([(1, Offer::First), (0, Offer::LastResort)], 3, defaults());
         assert_eq!(
             p.next(),
             Step::Try(Candidate {
@@ -218,6 +241,27 @@ mod tests {
                 forced: true
             })
         );
+    }
+
+    #[test]
+    fn disabled_providers_are_never_tried_not_even_as_a_last_resort() {
+        let order = [
+            (2, Offer::Never),
+            (1, Offer::First),
+            (0, Offer::LastResort),
+            (3, Offer::Never),
+        ];
+        let p = Plan::new(order, 5, defaults());
+        assert_eq!(p.excluded(), 2);
+        // Every attempt fails with a transient error worth a second try:
+        // still, only the two offered providers are ever tried.
+        let tried = drive(p, |_| Failed::new(Server, true));
+        assert_eq!(tried, vec![1, 0, 1, 0, 1]);
+        // All disabled: nothing at all to try.
+        let mut p = Plan::new([(0, Offer::Never), (1, Offer::Never)], 3, defaults());
+        assert_eq!(p.excluded(), 2);
+        assert_eq!(p.next(), Step::GiveUp);
+        assert_eq!(p.made(), 0);
     }
 
     #[test]

@@ -20,6 +20,12 @@
 //!   opens the circuit for the next, longer ejection; a success closes it.
 //!   So the state is always decided: never "ejected" without an end.
 //!
+//! An operator may also **disable** a provider (the admin API, see
+//! `crate::control`): until enabled again or until its TTL runs out it
+//! takes no traffic at all, not even as a last resort, and is not probed.
+//! That state sits above the circuit: the breaker keeps its history, and a
+//! provider enabled again resumes from wherever its circuit was.
+//!
 //! A probe proves less than a real request (a server can list models and
 //! still fail every completion), so a circuit closed by a probe is on
 //! probation for `max_ejection`: its next counted failure re-opens it at
@@ -48,14 +54,17 @@ pub enum ProviderState {
     Ejected,
     CoolingDown,
     Unhealthy,
+    /// Taken out by an operator (SPEC §9 admin API).
+    Disabled,
 }
 
 impl ProviderState {
-    pub const ALL: [ProviderState; 4] = [
+    pub const ALL: [ProviderState; 5] = [
         ProviderState::Healthy,
         ProviderState::Ejected,
         ProviderState::CoolingDown,
         ProviderState::Unhealthy,
+        ProviderState::Disabled,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,7 +72,23 @@ impl ProviderState {
             ProviderState::Ejected => "ejected",
             ProviderState::CoolingDown => "cooling_down",
             ProviderState::Unhealthy => "unhealthy",
+            ProviderState::Disabled => "disabled",
         }
+    }
+}
+
+/// An operator's disable: since when, and until when (`None`: until
+/// enabled again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disabled {
+    pub since: Instant,
+    pub until: Option<Instant>,
+}
+
+impl Disabled {
+    /// Whether it still holds at `now`: a TTL ends by itself.
+    pub fn holds(&self, now: Instant) -> bool {
+        self.until.is_none_or(|t| now < t)
     }
 }
 
@@ -158,6 +183,31 @@ impl Availability {
     pub fn takes_traffic(self) -> bool {
         matches!(self, Availability::Available | Availability::TrialReady)
     }
+
+    /// How routing may use the provider. A disabled one is never offered:
+    /// an operator who takes a provider out during an incident (a leaked
+    /// key, a provider returning garbage with 200s, a billing stop) means
+    /// "no traffic", and a last-resort attempt would be exactly the request
+    /// that should not have gone out. An ejected or cooling one still is:
+    /// the breaker's verdict is a guess that may be stale.
+    pub fn offer(self) -> Offer {
+        match self {
+            Availability::Available | Availability::TrialReady => Offer::First,
+            Availability::Unavailable(ProviderState::Disabled) => Offer::Never,
+            Availability::TrialBusy | Availability::Unavailable(_) => Offer::LastResort,
+        }
+    }
+}
+
+/// Where a provider goes in a request's order of attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// In the strategy's order.
+    First,
+    /// After every provider that takes traffic, when nothing else is left.
+    LastResort,
+    /// Not at all (disabled by an operator).
+    Never,
 }
 
 /// What a probe found, for [`ProviderHealth::record_probe`].
@@ -211,6 +261,10 @@ struct Breaker {
     last_failure_at: Option<Instant>,
     /// Set by active probes; cleared by a passing probe or a real success.
     probe_failing: bool,
+    /// Set by an operator; an elapsed one is ignored until
+    /// [`ProviderHealth::expire`]
+    /// clears it (so that its end is reported once).
+    disabled: Option<Disabled>,
 }
 
 /// Snapshot for `/health` and `/stats`.
@@ -223,6 +277,8 @@ pub struct HealthSnapshot {
     pub cooldown_until: Option<Instant>,
     pub last_error_class: Option<ErrorClass>,
     pub ttfb_ewma: Option<Duration>,
+    /// Set exactly when `state` is `Disabled`.
+    pub disabled: Option<Disabled>,
 }
 
 /// Health of one provider; shared across config reloads by provider name.
@@ -285,6 +341,9 @@ impl ProviderHealth {
                 b.trial_since = Some(now);
                 Some(true)
             }
+            // Not even forced: a disable that lands while a request is in
+            // its failover loop holds for that request's next attempt too.
+            Availability::Unavailable(ProviderState::Disabled) => None,
             Availability::TrialBusy | Availability::Unavailable(_) if force => Some(false),
             Availability::TrialBusy | Availability::Unavailable(_) => None,
         }
@@ -316,7 +375,7 @@ impl ProviderHealth {
     /// When the next recovery probe is due (`None`: none is wanted, or one
     /// is out). The prober sleeps until then.
     pub fn recovery_probe_due(&self, now: Instant, policy: &Policy) -> Option<Instant> {
-        recovery_due(&self.at(now), policy)
+        recovery_due(&self.at(now), policy, now)
     }
 
     /// Claim a recovery probe if one is due at `now`; it gives up after
@@ -325,7 +384,7 @@ impl ProviderHealth {
     /// with [`ProviderHealth::abandon_recovery_probe`].
     pub fn begin_recovery_probe(&self, now: Instant, policy: &Policy, timeout: Duration) -> bool {
         let mut b = self.at(now);
-        if recovery_due(&b, policy).is_none_or(|t| t > now) {
+        if recovery_due(&b, policy, now).is_none_or(|t| t > now) {
             return false;
         }
         b.recovery_deadline = Some(now + timeout);
@@ -372,6 +431,39 @@ impl ProviderHealth {
             cooldown_until: b.cooldown_until.filter(|t| *t > now),
             last_error_class: b.last_error_class,
             ttfb_ewma: self.ttfb_ewma(),
+            disabled: b.disabled.filter(|d| d.holds(now)),
+        }
+    }
+
+    /// Take the provider out of routing from `now` until `until` (`None`:
+    /// until [`ProviderHealth::enable`]). A second disable replaces the
+    /// first. Returns the disable now in force.
+    pub fn disable(&self, now: Instant, until: Option<Instant>) -> Disabled {
+        let mut b = self.at(now);
+        let d = Disabled { since: now, until };
+        b.disabled = Some(d);
+        d
+    }
+
+    /// Put the provider back; returns the disable it ended, if one was in
+    /// force.
+    pub fn enable(&self, now: Instant) -> Option<Disabled> {
+        let mut b = self.at(now);
+        b.disabled.take().filter(|d| d.holds(now))
+    }
+
+    /// The disable in force at `now`, if any.
+    pub fn disabled(&self, now: Instant) -> Option<Disabled> {
+        self.at(now).disabled.filter(|d| d.holds(now))
+    }
+
+    /// Clear a disable whose TTL has run out; returns it, once, so that
+    /// its end is logged exactly once.
+    pub fn expire(&self, now: Instant) -> Option<Disabled> {
+        let mut b = self.at(now);
+        match b.disabled {
+            Some(d) if !d.holds(now) => b.disabled.take(),
+            _ => None,
         }
     }
 
@@ -442,10 +534,12 @@ fn settle(b: &mut Breaker, now: Instant) {
     }
 }
 
-/// Assumes a settled breaker. Precedence: an open circuit, then a
-/// cooldown, then a failing health check; a `disabled` state would go
-/// first.
+/// Assumes a settled breaker. Precedence: an operator's disable, then an
+/// open circuit, then a cooldown, then a failing health check.
 fn availability(b: &Breaker, now: Instant) -> Availability {
+    if b.disabled.is_some_and(|d| d.holds(now)) {
+        return Availability::Unavailable(ProviderState::Disabled);
+    }
     if let Circuit::Open { .. } = b.circuit {
         return Availability::Unavailable(ProviderState::Ejected);
     }
@@ -588,8 +682,9 @@ fn record(
 ///   went out. So probes are at least an interval apart except where an
 ///   ejection shorter than the interval ends, and a provider that comes
 ///   back is found within two intervals.
-fn recovery_due(b: &Breaker, policy: &Policy) -> Option<Instant> {
-    if b.recovery_deadline.is_some() {
+fn recovery_due(b: &Breaker, policy: &Policy, now: Instant) -> Option<Instant> {
+    // A disabled provider is not probed: no traffic means none at all.
+    if b.recovery_deadline.is_some() || b.disabled.is_some_and(|d| d.holds(now)) {
         return None;
     }
     let every = policy.recovery_probe_interval.max(Duration::from_millis(1));
@@ -1179,6 +1274,101 @@ mod tests {
             Availability::Unavailable(ProviderState::CoolingDown)
         );
         assert_eq!(h.begin_attempt(later, false), None);
+    }
+
+    #[test]
+    fn a_disabled_provider_is_never_offered_not_even_forced() {
+        let p = policy();
+        let h = ProviderHealth::new();
+        let t = Instant::now();
+        h.disable(t, None);
+        assert_eq!(
+            h.availability(t),
+            Availability::Unavailable(ProviderState::Disabled)
+        );
+        assert_eq!(h.availability(t).offer(), Offer::Never);
+        assert_eq!(h.begin_attempt(t, false), None);
+        assert_eq!(h.begin_attempt(t, true), None, "not even as a last resort");
+        let s = h.snapshot(t);
+        assert_eq!(s.state, ProviderState::Disabled);
+        assert_eq!(
+            s.disabled,
+            Some(Disabled {
+                since: t,
+                until: None
+            })
+        );
+        // Disabled goes before an open circuit, and the circuit is kept.
+        for _ in 0..3 {
+            fail(&h, t, Server, false);
+        }
+        assert_eq!(h.snapshot(t).state, ProviderState::Disabled);
+        assert_eq!(h.snapshot(t).ejected_until, None);
+        assert_eq!(h.recovery_probe_due(t, &p), None, "not probed");
+        assert_eq!(
+            h.enable(t),
+            Some(Disabled {
+                since: t,
+                until: None
+            })
+        );
+        assert_eq!(h.enable(t), None, "enabling twice ends nothing");
+        assert_eq!(h.snapshot(t).state, ProviderState::Ejected);
+        assert_eq!(h.availability(t).offer(), Offer::LastResort);
+        assert!(h.recovery_probe_due(t, &p).is_some());
+        // When its ejection ends it would get a recovery probe, but not
+        // while disabled.
+        let end = t + ms(1000);
+        h.disable(end, None);
+        assert!(!h.begin_recovery_probe(end, &p, ms(500)));
+        h.enable(end);
+        assert!(h.begin_recovery_probe(end, &p, ms(500)));
+    }
+
+    #[test]
+    fn a_disable_ttl_ends_by_itself_and_is_reported_once() {
+        let h = ProviderHealth::new();
+        let t = Instant::now();
+        let until = t + ms(1000);
+        h.disable(t, Some(until));
+        assert_eq!(h.expire(t + ms(999)), None, "not yet");
+        assert_eq!(h.snapshot(t + ms(999)).state, ProviderState::Disabled);
+        // At its end it no longer holds, whether or not anyone expired it.
+        assert_eq!(h.availability(until), Availability::Available);
+        assert_eq!(h.snapshot(until).state, ProviderState::Healthy);
+        assert_eq!(h.snapshot(until).disabled, None);
+        assert_eq!(h.disabled(until), None);
+        assert_eq!(
+            h.expire(until),
+            Some(Disabled {
+                since: t,
+                until: Some(until)
+            })
+        );
+        assert_eq!(h.expire(until), None, "reported once");
+        // An elapsed disable is nothing to enable.
+        h.disable(t, Some(until));
+        assert_eq!(h.enable(until + ms(1)), None);
+        // A second disable replaces the first.
+        h.disable(t, Some(until));
+        h.disable(t + ms(10), None);
+        assert_eq!(h.disabled(until + ms(1)).map(|d| d.until), Some(None));
+    }
+
+    #[test]
+    fn offers_follow_availability() {
+        use Availability::*;
+        assert_eq!(Available.offer(), Offer::First);
+        assert_eq!(TrialReady.offer(), Offer::First);
+        assert_eq!(TrialBusy.offer(), Offer::LastResort);
+        for s in [
+            ProviderState::Ejected,
+            ProviderState::CoolingDown,
+            ProviderState::Unhealthy,
+        ] {
+            assert_eq!(Unavailable(s).offer(), Offer::LastResort);
+        }
+        assert_eq!(Unavailable(ProviderState::Disabled).offer(), Offer::Never);
     }
 
     #[test]

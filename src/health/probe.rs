@@ -172,6 +172,11 @@ impl BackgroundService for Prober {
             let mut wake_at: Option<Instant> = None;
             for p in &rt.providers {
                 let name = p.name();
+                // A disabled provider gets no traffic, probes included; its
+                // checks resume within a wake (1 s) of being enabled.
+                if p.health.disabled(now).is_some() {
+                    continue;
+                }
                 let hc = p.settings.health_check.as_ref();
                 let recovery_target = Target::recovery(&p.settings, &rt.config.health);
                 let recovery =
@@ -231,7 +236,7 @@ async fn probe_and_record(
     let claim = Claim(recovery.then(|| p.health.clone()));
     let sent_at = Instant::now();
     let answer = probe_once(&app, &p, &target).await;
-    let verdict = verdict(&answer, target.check, p.key_header().is_some());
+    let verdict = verdict(&answer, target.check, p.key().is_some());
     let streak = streaks.bump(p.name(), verdict.is_ok());
     let report = ProbeReport {
         sent_at,
@@ -306,8 +311,8 @@ pub async fn probe_once(app: &App, p: &Provider, target: &Target) -> Result<u16,
         if p.settings.api == Api::Anthropic {
             set(&mut req, "anthropic-version", "2023-06-01")?;
         }
-        if let Some((name, value)) = p.key_header() {
-            req.insert_header(name.clone(), value.clone())
+        if let Some(k) = p.key() {
+            req.insert_header(k.name.clone(), k.value.clone())
                 .map_err(net)?;
         }
         up.write_request_header(Box::new(req)).await.map_err(net)?;

@@ -2,22 +2,30 @@
 //! re-reads and validates the config and swaps it in atomically. Requests in
 //! flight keep the snapshot they started with; provider health carries over
 //! by name; an invalid file changes nothing.
+//!
+//! The same watcher re-reads provider key files (`api_key_file`, SPEC §9)
+//! with the same rule: a changed, good key is swapped in for the next
+//! attempt; an empty or unreadable file keeps the key in use and says why
+//! (see [`crate::keys`]).
 
 use crate::app::App;
 use crate::config::{self, Config, ConfigSource};
+use crate::keys::{self, Action, KeyProblem};
 use crate::logging::event;
 use async_trait::async_trait;
 use log::Level;
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
-/// How often the config file is checked for changes. Kubernetes ConfigMap
-/// updates take tens of seconds to land, so a second is plenty.
+/// How often the config file and key files are checked for changes.
+/// Kubernetes ConfigMap and Secret updates take tens of seconds to land, so
+/// a second is plenty.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Reloader {
@@ -55,6 +63,7 @@ impl BackgroundService for Reloader {
         };
         let source = self.app.runtime().config.source.clone();
         let mut seen = fingerprint(&source);
+        let mut key_problems = HashMap::new();
         loop {
             tokio::select! {
                 _ = hup.recv() => {
@@ -68,6 +77,7 @@ impl BackgroundService for Reloader {
                         seen = now;
                         reload(&self.app, "file_change").await;
                     }
+                    check_keys(&self.app, &mut key_problems);
                 }
                 _ = shutdown.changed() => return,
             }
@@ -122,6 +132,7 @@ pub async fn reload(app: &App, trigger: &str) -> bool {
     crate::logging::set_format(cfg.logging.format);
     let (providers, routes) = (cfg.providers.len(), cfg.routes.len());
     let rt = app.install(cfg, &addrs);
+    crate::control::after_reload(app, &current, &rt);
     crate::telemetry::config_reloaded(true);
     event(Level::Info, "config_reloaded")
         .field("trigger", trigger)
@@ -131,6 +142,57 @@ pub async fn reload(app: &App, trigger: &str) -> bool {
         .field("routes", routes)
         .emit();
     true
+}
+
+/// Re-read the key file of every provider that has one. `problems` holds,
+/// by provider, the problem last reported, so a file that stays broken is
+/// reported once. Contents are compared, not timestamps: an atomic rename
+/// or a `..data` symlink swap is seen alike, and rewriting the same key is
+/// no rotation.
+fn check_keys(app: &App, problems: &mut HashMap<String, Option<KeyProblem>>) {
+    let rt = app.runtime();
+    for p in &rt.providers {
+        let Some(path) = &p.settings.key_file else {
+            continue;
+        };
+        let reported = problems.entry(p.name().to_string()).or_default();
+        let path_text = path.display().to_string();
+        match keys::decide(keys::read_file(path), |k| p.key_is(k), reported) {
+            Action::Nothing => {}
+            Action::Install(key) => {
+                let installed = p.rotate_key(key);
+                crate::metrics::global().key_reloaded(p.name(), installed);
+                if installed {
+                    event(Level::Info, "provider_key_reloaded")
+                        .field("provider", p.name())
+                        .field("path", path_text)
+                        .field("generation", rt.generation)
+                        .emit();
+                } else {
+                    event(Level::Error, "provider_key_rejected")
+                        .field("provider", p.name())
+                        .field("path", path_text)
+                        .field("reason", "the provider has no key of its own to replace")
+                        .field("kept", "previous key")
+                        .emit();
+                }
+            }
+            Action::Reject(problem) => {
+                crate::metrics::global().key_reloaded(p.name(), false);
+                event(Level::Error, "provider_key_rejected")
+                    .field("provider", p.name())
+                    .field("path", path_text)
+                    .field("reason", format!("key file {problem}"))
+                    .field("kept", "previous key")
+                    .emit();
+            }
+        }
+    }
+    problems.retain(|name, _| {
+        rt.providers
+            .iter()
+            .any(|p| p.name() == name && p.settings.key_file.is_some())
+    });
 }
 
 /// Settings that belong to the listening sockets and the process; a reload

@@ -103,6 +103,10 @@ pub struct ProxyBuilder {
     env: Vec<(String, String)>,
     name: String,
     args: Vec<String>,
+    /// Files written into the test directory before the start.
+    files: Vec<(String, String)>,
+    /// The admin listener's IP (loopback unless told otherwise).
+    admin_ip: String,
 }
 
 impl ProxyBuilder {
@@ -113,6 +117,20 @@ impl ProxyBuilder {
 
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.into());
+        self
+    }
+
+    /// Write `contents` to `name` in the proxy's directory before it starts
+    /// (a state file left by an earlier run, say).
+    pub fn file(mut self, name: &str, contents: &str) -> Self {
+        self.files.push((name.into(), contents.into()));
+        self
+    }
+
+    /// Bind the admin listener on `ip` (e.g. "0.0.0.0") instead of
+    /// loopback; `Proxy::admin` still reaches it over loopback.
+    pub fn admin_ip(mut self, ip: &str) -> Self {
+        self.admin_ip = ip.into();
         self
     }
 
@@ -127,12 +145,18 @@ impl ProxyBuilder {
     pub fn spawn(self) -> Proxy {
         let dir = test_dir(&self.name);
         register_secrets(&dir, &self.env);
+        register_key_files(&self.body);
+        for (name, contents) in &self.files {
+            std::fs::write(dir.join(name), contents).expect("write test file");
+        }
         let proxy = free_addr();
         let admin = free_addr();
         let mut yaml = String::new();
         if !self.body.contains("listen:") {
             yaml.push_str(&format!(
-                "listen:\n  proxy: \"{proxy}\"\n  admin: \"{admin}\"\n"
+                "listen:\n  proxy: \"{proxy}\"\n  admin: \"{}:{}\"\n",
+                self.admin_ip,
+                admin.port()
             ));
         }
         if !self.body.contains("server:") {
@@ -190,6 +214,8 @@ impl Proxy {
             env: Vec::new(),
             name: name.to_string(),
             args: Vec::new(),
+            files: Vec::new(),
+            admin_ip: "127.0.0.1".into(),
         }
     }
 
@@ -365,15 +391,20 @@ impl Drop for Proxy {
     }
 }
 
-/// Secret values a test handed to the proxy (env vars named `*_KEY`, and
-/// the comma-separated `*_TOKENS`), by test directory, so every test in
-/// the suite also checks that none of them reached the logs.
+/// Secret values a test handed to the proxy (env vars named `*_KEY` and
+/// `*_TOKEN`, and the comma-separated `*_TOKENS`), by test directory, so
+/// every test in the suite also checks that none of them reached the logs.
 static SECRETS: std::sync::Mutex<Vec<(PathBuf, Vec<String>)>> = std::sync::Mutex::new(Vec::new());
+
+/// Keys that went into key files (`api_key_file`), current and rotated
+/// away alike. Checked against the logs of every proxy: each test writes
+/// keys of its own, so a match anywhere is a leak.
+static KEY_FILE_SECRETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 fn register_secrets(dir: &Path, env: &[(String, String)]) {
     let mut secrets = Vec::new();
     for (k, v) in env {
-        if k.ends_with("_KEY") {
+        if k.ends_with("_KEY") || k.ends_with("_TOKEN") {
             secrets.push(v.clone());
         } else if k.ends_with("_TOKENS") {
             secrets.extend(v.split(',').map(|t| t.trim().to_string()));
@@ -389,6 +420,40 @@ fn register_secrets(dir: &Path, env: &[(String, String)]) {
     }
 }
 
+/// A key that went into a key file: never to be seen in any log.
+pub fn register_key_secret(key: &str) {
+    let key = key.trim();
+    if key.len() >= 6 {
+        KEY_FILE_SECRETS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(key.to_string());
+    }
+}
+
+/// The keys in the files a config's `api_key_file` entries name, as they
+/// are when the proxy starts.
+fn register_key_files(body: &str) {
+    for line in body.lines() {
+        if let Some(v) = line.trim().strip_prefix("api_key_file:") {
+            let path = v.trim().trim_matches('"');
+            if let Ok(key) = std::fs::read_to_string(path) {
+                register_key_secret(&key);
+            }
+        }
+    }
+}
+
+/// Replace a key file the way a careful tool does: write a temporary file
+/// next to it, then rename it over the old one. The key is registered as
+/// a secret.
+pub fn write_key_file(path: &Path, key: &str) {
+    register_key_secret(key);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, key).expect("write key");
+    std::fs::rename(&tmp, path).expect("swap key");
+}
+
 fn assert_no_secret_logged(p: &Proxy) {
     if std::thread::panicking() {
         return;
@@ -400,7 +465,11 @@ fn assert_no_secret_logged(p: &Proxy) {
         .filter(|(d, _)| *d == p.dir)
         .flat_map(|(_, s)| s.clone())
         .collect();
-    if secrets.is_empty() {
+    let key_files = KEY_FILE_SECRETS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if secrets.is_empty() && key_files.is_empty() {
         return;
     }
     let logs = p.logs();
@@ -408,6 +477,13 @@ fn assert_no_secret_logged(p: &Proxy) {
         assert!(
             !logs.contains(s.as_str()),
             "secret #{i} passed via the environment appears in {}",
+            p.log_path.display()
+        );
+    }
+    for (i, s) in key_files.iter().enumerate() {
+        assert!(
+            !logs.contains(s.as_str()),
+            "key #{i} of a key file appears in {}",
             p.log_path.display()
         );
     }

@@ -36,16 +36,21 @@ pub(super) fn kind(errs: &mut Errors, path: &str, p: &ProviderConf) -> Option<Pr
             format!("kind {cloud} serves Claude: api must be anthropic"),
         );
     }
-    if p.api_key_env.is_some() {
-        let chain = if cloud == "bedrock" {
-            "the AWS credential chain"
-        } else {
-            "Google Application Default Credentials"
-        };
-        errs.push(
-            format!("{path}.api_key_env"),
-            format!("not used with kind {cloud}: credentials come from {chain}"),
-        );
+    let chain = if cloud == "bedrock" {
+        "the AWS credential chain"
+    } else {
+        "Google Application Default Credentials"
+    };
+    for (key, set) in [
+        ("api_key_env", p.api_key_env.is_some()),
+        ("api_key_file", p.api_key_file.is_some()),
+    ] {
+        if set {
+            errs.push(
+                format!("{path}.{key}"),
+                format!("not used with kind {cloud}: credentials come from {chain}"),
+            );
+        }
     }
     if p.health_check.is_some() {
         errs.push(

@@ -7,6 +7,7 @@
 //! every error, and [`validate()`] only runs the sections in file order and
 //! assembles the result.
 
+mod admin;
 mod client_auth;
 mod cloud;
 mod health;
@@ -23,7 +24,7 @@ mod timeouts;
 use super::schema::FileConfig;
 use super::*;
 
-/// How config reads environment variables (keys, client tokens); a closure
+/// How config reads environment variables (keys, client and admin tokens); a closure
 /// so tests do not have to mutate the process environment.
 pub type EnvLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
 
@@ -60,6 +61,7 @@ pub fn validate(
     let providers = providers::providers(&mut errs, &f.providers, &f.timeouts, active, env);
     let routes = routes::routes(&mut errs, &f.routes, &providers, &f.providers);
     let client_tokens = client_auth::client_auth(&mut errs, f.client_auth.as_ref(), env);
+    let admin_token = admin::admin(&mut errs, &f.admin, env);
     let logging = logging::logging(&mut errs, &f.logging);
 
     if !errs.0.is_empty() {
@@ -89,6 +91,7 @@ pub fn validate(
         providers,
         routes,
         client_tokens,
+        admin_token,
         logging,
     })
 }

@@ -10,7 +10,9 @@ use crate::config::schema::{ProviderConf, Timeouts};
 use crate::config::{
     ActiveSettings, Api, Prefill, ProbeSettings, ProviderSettings, Secret, UpstreamAddr,
 };
+use crate::keys::{self, KeyProblem};
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 /// The valid providers, in file order. An invalid one is reported and left
 /// out; `routes` tells a route naming it apart from one naming no provider.
@@ -47,7 +49,7 @@ fn valid_name(n: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-fn valid_env_name(n: &str) -> bool {
+pub(super) fn valid_env_name(n: &str) -> bool {
     !n.is_empty()
         && !n.starts_with(|c: char| c.is_ascii_digit())
         && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -106,27 +108,19 @@ fn provider(
         }
     };
     let cloud_kind = matches!(p.kind.as_deref(), Some("bedrock" | "vertex"));
-    let key = match &p.api_key_env {
+    let key = match (&p.api_key_env, &p.api_key_file) {
         // Reported by `cloud::kind`: the cloud's own credentials are used.
-        Some(_) if cloud_kind => None,
-        None => None,
-        Some(var) if !valid_env_name(var) => {
+        (Some(_), _) | (_, Some(_)) if cloud_kind => None,
+        (None, None) => None,
+        (Some(_), Some(_)) => {
             errs.push(
-                format!("{path}.api_key_env"),
-                format!("{var:?} is not a valid environment variable name"),
+                format!("{path}.api_key_file"),
+                "set either api_key_env or api_key_file, not both",
             );
             None
         }
-        Some(var) => match env(var).filter(|v| !v.trim().is_empty()) {
-            Some(v) => Some(Secret::new(v.trim().to_string())),
-            None => {
-                errs.push(
-                    format!("{path}.api_key_env"),
-                    format!("environment variable {var} is not set (omit api_key_env to pass the client's key through)"),
-                );
-                None
-            }
-        },
+        (Some(var), None) => key_from_env(errs, path, var, env),
+        (None, Some(file)) => key_from_file(errs, path, file),
     };
     if p.weight == 0 {
         errs.push(format!("{path}.weight"), "must be at least 1");
@@ -192,6 +186,7 @@ fn provider(
         base_url,
         upstream: upstream?,
         key,
+        key_file: p.api_key_file.as_ref().map(PathBuf::from),
         weight: p.weight,
         max_inflight: p.max_inflight,
         models: p.models.clone(),
@@ -200,6 +195,47 @@ fn provider(
         anthropic_beta,
         prefill,
     })
+}
+
+fn key_from_env(errs: &mut Errors, path: &str, var: &str, env: &EnvLookup) -> Option<Secret> {
+    let at = format!("{path}.api_key_env");
+    if !valid_env_name(var) {
+        errs.push(
+            at,
+            format!("{var:?} is not a valid environment variable name"),
+        );
+        return None;
+    }
+    match keys::parse(env(var).unwrap_or_default().as_bytes()) {
+        Ok(k) => Some(k),
+        Err(KeyProblem::Empty) => {
+            errs.push(at, format!("environment variable {var} is not set (omit api_key_env to pass the client's key through)"));
+            None
+        }
+        Err(p) => {
+            errs.push(at, format!("environment variable {var} {p}"));
+            None
+        }
+    }
+}
+
+/// The key in `file` now; an unreadable or empty file is an error at load,
+/// like an unset variable (later changes are watched, see `crate::keys`).
+fn key_from_file(errs: &mut Errors, path: &str, file: &str) -> Option<Secret> {
+    let at = format!("{path}.api_key_file");
+    // Relative paths would move with the working directory, which
+    // `--daemon` changes: re-reads would miss the file.
+    if !Path::new(file).is_absolute() {
+        errs.push(at, format!("{file:?} must be an absolute path"));
+        return None;
+    }
+    match keys::read_file(Path::new(file)) {
+        Ok(k) => Some(k),
+        Err(p) => {
+            errs.push(at, format!("key file {file} {p}"));
+            None
+        }
+    }
 }
 
 /// Split `http(s)://host[:port][/prefix]` into its parts.
@@ -322,6 +358,64 @@ mod tests {
             errs.0[2].reason,
             "is required: anthropic, openai or openai_responses"
         );
+    }
+
+    #[test]
+    fn keys_come_from_a_variable_or_a_file_never_both() {
+        let dir = std::env::temp_dir().join(format!("steadfast-keyfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good");
+        std::fs::write(&good, "sk-from-file\n").unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let two = dir.join("two");
+        std::fs::write(&two, "sk-from-file\nsk-other\n").unwrap();
+        let file = |name: &str, f: &std::path::Path| {
+            let mut c = conf(name, "openai", "http://127.0.0.1:1");
+            c.api_key_file = Some(f.display().to_string());
+            c
+        };
+        let mut both = file("both", &good);
+        both.api_key_env = Some("KEY".into());
+        let mut spaced = conf("spaced", "openai", "http://127.0.0.1:1");
+        spaced.api_key_env = Some("SPACED".into());
+        let list = [
+            file("good", &good),
+            both,
+            file("relative", std::path::Path::new("keys/a")),
+            file("missing", &dir.join("missing")),
+            file("empty", &empty),
+            file("two", &two),
+            spaced,
+        ];
+        let mut errs = Errors(Vec::new());
+        let env = |k: &str| match k {
+            "KEY" => Some("sk-1".to_string()),
+            "SPACED" => Some("sk 1".to_string()),
+            _ => None,
+        };
+        let ok = providers(&mut errs, &list, &Timeouts::default(), None, &env);
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok[0].key.as_ref().map(Secret::expose), Some("sk-from-file"));
+        assert_eq!(ok[0].key_file.as_deref(), Some(good.as_path()));
+        let got: Vec<String> = errs.0.iter().map(|e| e.to_string()).collect();
+        let want = [
+            "providers[1].api_key_file: set either api_key_env or api_key_file, not both",
+            "providers[2].api_key_file: \"keys/a\" must be an absolute path",
+            "providers[3].api_key_file: key file",
+            "providers[4].api_key_file: key file",
+            "providers[5].api_key_file: key file",
+            "providers[6].api_key_env: environment variable SPACED holds characters",
+        ];
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.starts_with(w), "{g:?} does not start with {w:?}");
+            assert!(!g.contains("sk-"), "a key in an error: {g}");
+        }
+        assert!(got[2].contains("cannot be read"), "{got:?}");
+        assert!(got[3].ends_with("is empty"), "{got:?}");
+        assert!(got[4].contains("line breaks"), "{got:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

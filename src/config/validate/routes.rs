@@ -223,6 +223,7 @@ mod tests {
                 path_prefix: String::new(),
             },
             key: Some(crate::config::Secret::new("k".into())),
+            key_file: None,
             weight: 1,
             max_inflight: None,
             models: BTreeMap::new(),

@@ -140,7 +140,7 @@ pub fn health(app: &App) -> (u16, serde_json::Value) {
         .routes
         .iter()
         .any(|r| !r.providers.iter().any(|&i| available(i)));
-    let inflight = crate::telemetry::inflight();
+    let inflight = crate::gauges::inflight();
     let max = rt.config.limits.max_inflight;
     let status = if app.is_draining() {
         "draining"
@@ -164,7 +164,7 @@ pub fn health(app: &App) -> (u16, serde_json::Value) {
             "uptime_seconds": app.started.elapsed().as_secs(),
             "inflight": inflight,
             "max_inflight": max,
-            "memory_rss_bytes": crate::telemetry::rss_bytes(),
+            "memory_rss_bytes": crate::gauges::rss_bytes(),
             "providers": providers,
         }),
     )

@@ -13,6 +13,7 @@
 
 use crate::app::Runtime;
 use crate::health::ProviderState;
+use crate::name_cache::NameCache;
 use crate::outcome::{AttemptResult, ErrorClass, RequestOutcome};
 use crate::record::{AttemptRecord, RequestRecord, Usage};
 use crate::tunnel::Direction;
@@ -22,7 +23,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -100,50 +101,6 @@ fn outcome_index(o: RequestOutcome) -> usize {
         RequestOutcome::UpstreamError => 2,
         RequestOutcome::Rejected => 3,
         RequestOutcome::ClientClosed => 4,
-    }
-}
-
-/// A map from config names (routes, providers) to pre-resolved values,
-/// read without locks. Writers copy the map; they only run the first time a
-/// name is seen, and names come from the config, so the map stays small.
-pub(crate) struct NameCache<V> {
-    map: ArcSwap<HashMap<Box<str>, Arc<V>>>,
-}
-
-impl<V> NameCache<V> {
-    pub(crate) fn new() -> Self {
-        NameCache {
-            map: ArcSwap::from_pointee(HashMap::new()),
-        }
-    }
-
-    pub(crate) fn get(&self, name: &str, make: impl FnOnce() -> V) -> Arc<V> {
-        if let Some(v) = self.map.load().get(name) {
-            return v.clone();
-        }
-        let fresh = Arc::new(make());
-        let mut winner = fresh.clone();
-        self.map.rcu(|m| {
-            let mut m = HashMap::clone(m);
-            winner = m
-                .entry(name.into())
-                .or_insert_with(|| fresh.clone())
-                .clone();
-            m
-        });
-        winner
-    }
-
-    /// Every (name, value) seen so far, sorted by name.
-    pub(crate) fn entries(&self) -> Vec<(String, Arc<V>)> {
-        let mut v: Vec<(String, Arc<V>)> = self
-            .map
-            .load()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
     }
 }
 
@@ -253,20 +210,6 @@ static METRICS: Lazy<Metrics> = Lazy::new(|| {
 /// The process-wide metrics.
 pub fn global() -> &'static Metrics {
     &METRICS
-}
-
-/// The `outcome` label of a finished request. A client turned away by
-/// steadfast's own client auth made no upstream attempt: that is the
-/// client's error, not an upstream one, whatever its class says.
-pub fn outcome(rec: &RequestRecord) -> RequestOutcome {
-    match rec.outcome() {
-        RequestOutcome::UpstreamError
-            if rec.class == Some(ErrorClass::Auth) && rec.attempts.is_empty() =>
-        {
-            RequestOutcome::RequestError
-        }
-        o => o,
-    }
 }
 
 /// Count a config reload (SIGHUP or file change); `success` is false when
@@ -574,7 +517,7 @@ impl Metrics {
     pub fn request_finished(&self, rec: &RequestRecord) {
         let route = rec.route.as_deref().unwrap_or(NO_ROUTE);
         let h = self.route(route);
-        h.requests[outcome_index(outcome(rec))].inc();
+        h.requests[outcome_index(rec.outcome_label())].inc();
         h.duration.observe(rec.response_duration().as_secs_f64());
         h.overhead.observe(rec.overhead().as_secs_f64());
         // Counted from the attempt chain: every attempt followed by another
@@ -629,7 +572,7 @@ impl Metrics {
     /// everything in the text format.
     pub fn scrape(&self, rt: &Runtime, now: Instant) -> Result<Vec<u8>, MetricsError> {
         let _serial = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
-        self.inflight.set(crate::telemetry::inflight() as i64);
+        self.inflight.set(crate::gauges::inflight() as i64);
         // Rebuilt from the current runtime only, so a provider or route
         // removed by a reload stops being reported.
         self.provider_state.reset();
@@ -987,15 +930,6 @@ mod tests {
             ),
             "{t}"
         );
-    }
-
-    #[test]
-    fn name_cache_returns_the_same_handle() {
-        let c: NameCache<u32> = NameCache::new();
-        let a = c.get("x", || 1);
-        let b = c.get("x", || 2);
-        assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(c.entries().len(), 1);
     }
 
     #[cfg(target_os = "linux")]

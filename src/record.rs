@@ -163,4 +163,19 @@ impl RequestRecord {
     pub fn outcome(&self) -> RequestOutcome {
         RequestOutcome::from_class(self.class)
     }
+
+    /// The `outcome` label of a finished request in metrics, stats and the
+    /// access log. A client turned away by steadfast's own client auth made
+    /// no upstream attempt: that is the client's error, not an upstream
+    /// one, whatever its class says.
+    pub fn outcome_label(&self) -> RequestOutcome {
+        match self.outcome() {
+            RequestOutcome::UpstreamError
+                if self.class == Some(ErrorClass::Auth) && self.attempts.is_empty() =>
+            {
+                RequestOutcome::RequestError
+            }
+            o => o,
+        }
+    }
 }

@@ -7,7 +7,8 @@
 //! reading /proc) happens when `/stats` is requested.
 
 use crate::app::Runtime;
-use crate::metrics::NameCache;
+use crate::gauges;
+use crate::name_cache::NameCache;
 use crate::outcome::{AttemptResult, ErrorClass, RequestOutcome};
 use crate::record::RequestRecord;
 use once_cell::sync::Lazy;
@@ -118,7 +119,6 @@ pub struct Stats {
     stream_interruptions: AtomicU64,
     limiter: [AtomicU64; 2],
     tokens: [AtomicU64; 4],
-    peak_inflight: AtomicUsize,
     peak_rss: AtomicU64,
     providers: NameCache<ProviderCounters>,
     window: LatencyWindow,
@@ -141,15 +141,10 @@ impl Stats {
             stream_interruptions: AtomicU64::new(0),
             limiter: Default::default(),
             tokens: Default::default(),
-            peak_inflight: AtomicUsize::new(0),
             peak_rss: AtomicU64::new(0),
             providers: NameCache::new(),
             window: LatencyWindow::new(now),
         }
-    }
-
-    pub fn inflight_now(&self, n: usize) {
-        self.peak_inflight.fetch_max(n, Ordering::Relaxed);
     }
 
     pub fn attempt_finished(&self, provider: &str, result: AttemptResult) {
@@ -171,7 +166,7 @@ impl Stats {
     }
 
     pub fn request_finished(&self, rec: &RequestRecord) {
-        self.outcomes[outcome_index(crate::metrics::outcome(rec))].fetch_add(1, Ordering::Relaxed);
+        self.outcomes[outcome_index(rec.outcome_label())].fetch_add(1, Ordering::Relaxed);
         if let Some(c) = rec.class {
             self.final_class[class_index(c)].fetch_add(1, Ordering::Relaxed);
         }
@@ -262,12 +257,12 @@ impl Stats {
             .collect();
 
         let sorted = self.window.sorted(now);
-        let rss = crate::telemetry::rss_bytes();
+        let rss = gauges::rss_bytes();
         let peak_rss = self
             .peak_rss
-            .fetch_max(rss.max(peak_rss_bytes()), Ordering::Relaxed)
+            .fetch_max(rss.max(gauges::peak_rss_bytes()), Ordering::Relaxed)
             .max(rss);
-        let inflight = crate::telemetry::inflight();
+        let inflight = gauges::inflight();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": now.saturating_duration_since(self.started).as_secs(),
@@ -302,26 +297,13 @@ impl Stats {
             },
             "inflight": {
                 "current": inflight,
-                "peak": self.peak_inflight.load(Ordering::Relaxed).max(inflight),
+                "peak": gauges::peak_inflight(),
                 "max": rt.config.limits.max_inflight,
             },
             "memory": {"rss_bytes": rss, "peak_rss_bytes": peak_rss},
             "providers": providers,
         })
     }
-}
-
-/// The kernel's own high-water mark of the resident set (VmHWM), exact and
-/// free to read at scrape time; 0 where /proc is not available.
-pub fn peak_rss_bytes() -> u64 {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return 0;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 #[cfg(test)]
@@ -356,7 +338,7 @@ mod tests {
     #[test]
     fn peak_rss_is_read_from_proc() {
         if std::path::Path::new("/proc/self/status").exists() {
-            assert!(peak_rss_bytes() > 0);
+            assert!(gauges::peak_rss_bytes() > 0);
         }
     }
 }

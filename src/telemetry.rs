@@ -10,66 +10,7 @@ use crate::outcome::ErrorClass;
 use crate::record::{AttemptRecord, RequestRecord};
 use crate::{metrics, stats};
 use log::Level;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-
-static INFLIGHT: AtomicUsize = AtomicUsize::new(0);
-static ACTIVE: AtomicUsize = AtomicUsize::new(0);
-
-/// Requests anywhere in the request path, queued ones included: what a
-/// drain waits for.
-pub fn active() -> usize {
-    ACTIVE.load(Ordering::Relaxed)
-}
-
-pub struct ActiveGuard(());
-
-impl ActiveGuard {
-    pub fn new() -> Self {
-        ACTIVE.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(())
-    }
-}
-
-impl Default for ActiveGuard {
-    fn default() -> Self {
-        ActiveGuard::new()
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        ACTIVE.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Client requests holding a global limiter slot right now.
-pub fn inflight() -> usize {
-    INFLIGHT.load(Ordering::Relaxed)
-}
-
-/// Counts a request as in flight for as long as it lives.
-pub struct InflightGuard(());
-
-impl InflightGuard {
-    pub fn new() -> Self {
-        let now = INFLIGHT.fetch_add(1, Ordering::Relaxed) + 1;
-        stats::global().inflight_now(now);
-        InflightGuard(())
-    }
-}
-
-impl Default for InflightGuard {
-    fn default() -> Self {
-        InflightGuard::new()
-    }
-}
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        INFLIGHT.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
@@ -199,6 +140,12 @@ pub fn websocket_opened(rec: &RequestRecord, provider: &str) -> metrics::OpenTun
     metrics::global().websocket_opened(rec.route.as_deref().unwrap_or(metrics::NO_ROUTE))
 }
 
+/// A provider's key file was re-read: `success` when its key is now in
+/// use. The caller logs it.
+pub fn key_reloaded(provider: &str, success: bool) {
+    metrics::global().key_reloaded(provider, success);
+}
+
 /// A config reload finished: `success` is false when the new file was
 /// rejected and the last good config keeps serving. The caller logs it.
 pub fn config_reloaded(success: bool) {
@@ -269,7 +216,7 @@ fn access_log(rec: &RequestRecord, settings: &LogSettings) {
         .field("attempt_chain", attempts)
         .field("status", rec.status)
         .field("class", rec.class.map_or("success", ErrorClass::as_str))
-        .field("outcome", metrics::outcome(rec).as_str())
+        .field("outcome", rec.outcome_label().as_str())
         .field("duration_ms", ms(duration))
         .opt("ttfb_ms", rec.ttfb.map(ms))
         .opt("model", rec.model.as_deref())
@@ -299,18 +246,4 @@ fn access_log(rec: &RequestRecord, settings: &LogSettings) {
         );
     }
     e.emit();
-}
-
-/// Resident set size of this process, from /proc (0 where unavailable).
-pub fn rss_bytes() -> u64 {
-    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
-        return 0;
-    };
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    // Linux pages are 4 KiB on every platform steadfast targets.
-    pages * 4096
 }

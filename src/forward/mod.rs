@@ -49,9 +49,9 @@ pub struct Ctx {
     /// terminal event, went out): a client that leaves now has its answer.
     pub finished: bool,
     pub _permit: Option<OwnedSemaphorePermit>,
-    pub _inflight: Option<telemetry::InflightGuard>,
+    pub _inflight: Option<crate::gauges::InflightGuard>,
     /// Counts the request for drain from its first byte to its last.
-    pub _active: telemetry::ActiveGuard,
+    pub _active: crate::gauges::ActiveGuard,
 }
 
 impl Ctx {
@@ -63,7 +63,7 @@ impl Ctx {
             finished: false,
             _permit: None,
             _inflight: None,
-            _active: telemetry::ActiveGuard::new(),
+            _active: crate::gauges::ActiveGuard::new(),
         }
     }
 }
@@ -210,7 +210,7 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
             return respond_local(s, ctx, LocalError::Overloaded, &msg, None).await;
         }
     }
-    ctx._inflight = Some(telemetry::InflightGuard::new());
+    ctx._inflight = Some(crate::gauges::InflightGuard::new());
 
     let meta = crate::body::RequestMeta::parse(&body);
     Attempts::new(app, &rt, route, body, meta, strip)

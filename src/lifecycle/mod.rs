@@ -56,7 +56,7 @@ impl ShutdownSignalWatch for Signals {
                 event(Level::Info, "draining")
                     .field("signal", "SIGTERM")
                     .field("drain_delay_ms", delay.as_millis() as u64)
-                    .field("inflight", crate::telemetry::active())
+                    .field("inflight", crate::gauges::active())
                     .emit();
                 // Keep accepting while load balancers and kube-proxy notice
                 // that /ready answers 503.
@@ -68,7 +68,7 @@ impl ShutdownSignalWatch for Signals {
                 event(Level::Info, "draining")
                     .field("signal", "SIGQUIT")
                     .field("mode", "upgrade")
-                    .field("inflight", crate::telemetry::active())
+                    .field("inflight", crate::gauges::active())
                     .emit();
                 ShutdownSignal::GracefulUpgrade
             }
@@ -150,7 +150,7 @@ fn spawn_drain_watch(app: Arc<App>, mut phases: broadcast::Receiver<ExecutionPha
             // zero proves nothing: require a short quiet window.
             let mut quiet_since: Option<Instant> = None;
             loop {
-                let active = crate::telemetry::active();
+                let active = crate::gauges::active();
                 let quiet = match (active, quiet_since) {
                     (0, None) => {
                         quiet_since = Some(Instant::now());

@@ -161,7 +161,7 @@ fn check_keys(app: &App, problems: &mut HashMap<String, Option<KeyProblem>>) {
             Action::Nothing => {}
             Action::Install(key) => {
                 let installed = p.rotate_key(key);
-                crate::metrics::global().key_reloaded(p.name(), installed);
+                crate::telemetry::key_reloaded(p.name(), installed);
                 if installed {
                     event(Level::Info, "provider_key_reloaded")
                         .field("provider", p.name())
@@ -178,7 +178,7 @@ fn check_keys(app: &App, problems: &mut HashMap<String, Option<KeyProblem>>) {
                 }
             }
             Action::Reject(problem) => {
-                crate::metrics::global().key_reloaded(p.name(), false);
+                crate::telemetry::key_reloaded(p.name(), false);
                 event(Level::Error, "provider_key_rejected")
                     .field("provider", p.name())
                     .field("path", path_text)

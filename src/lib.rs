@@ -2,6 +2,7 @@
 //! Pingora. See README.md for usage and ../SPEC.md for the contract.
 
 pub mod admin;
+pub mod affinity;
 pub mod app;
 pub mod body;
 pub mod clock;

@@ -1,6 +1,7 @@
 //! What happened to one client request: filled in by the request path,
 //! consumed once at the end by logs, metrics and stats.
 
+use crate::affinity::{AffinityResult, SessionSource};
 use crate::outcome::{AttemptResult, ErrorClass, RequestOutcome};
 use crate::tunnel::TunnelEnd;
 use std::time::{Duration, Instant};
@@ -104,6 +105,10 @@ pub struct RequestRecord {
     pub usage: Usage,
     /// Set for WebSocket upgrade requests.
     pub websocket: Option<WebSocketRecord>,
+    /// On a route with session affinity: what it did, and where the
+    /// session key came from.
+    pub affinity: Option<AffinityResult>,
+    pub session_source: Option<SessionSource>,
     pub finished: Option<Instant>,
 }
 
@@ -126,6 +131,8 @@ impl RequestRecord {
             model: None,
             usage: Usage::default(),
             websocket: None,
+            affinity: None,
+            session_source: None,
             finished: None,
         }
     }

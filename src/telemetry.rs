@@ -3,6 +3,7 @@
 //! counters). Keeping the fan-out in one place keeps the request path free
 //! of observability code.
 
+use crate::affinity::{AffinityResult, SessionSource};
 use crate::config::{AccessLog, LogSettings};
 use crate::health::Transition;
 use crate::logging::event;
@@ -217,7 +218,12 @@ fn access_log(rec: &RequestRecord, settings: &LogSettings) {
         .field("outcome", metrics::outcome(rec).as_str())
         .field("duration_ms", ms(duration))
         .opt("ttfb_ms", rec.ttfb.map(ms))
-        .opt("model", rec.model.as_deref());
+        .opt("model", rec.model.as_deref())
+        .opt("affinity", rec.affinity.map(AffinityResult::as_str))
+        .opt(
+            "session_source",
+            rec.session_source.map(SessionSource::as_str),
+        );
     if let Some(ws) = &rec.websocket {
         e = e.field(
             "websocket",

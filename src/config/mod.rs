@@ -153,6 +153,26 @@ impl Strategy {
     }
 }
 
+/// `routes[].affinity` (SPEC §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Affinity {
+    /// Every request is ordered by the strategy alone.
+    #[default]
+    Off,
+    /// A session's requests go to the provider its key hashes to while
+    /// that provider is available ([`crate::affinity`]).
+    Session,
+}
+
+impl Affinity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Affinity::Off => "off",
+            Affinity::Session => "session",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Json,
@@ -320,6 +340,7 @@ pub struct RouteSettings {
     /// `translate: true`: providers of another `api` may serve this route,
     /// their requests and responses translated (see `crate::translate`).
     pub translate: bool,
+    pub affinity: Affinity,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

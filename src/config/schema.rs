@@ -242,6 +242,9 @@ pub struct RouteConf {
     pub providers: Vec<String>,
     /// Allow providers of another `api` (cross-dialect failover).
     pub translate: bool,
+    /// `off` (default) or `session`; a string so that a typo is reported
+    /// with its path by validation.
+    pub affinity: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

@@ -9,11 +9,13 @@ use super::plan::{Candidate, Failed, Plan, Step};
 use super::relay::{self, Answer};
 use super::reply::{respond_local, write_whole};
 use super::{Ctx, Handled};
+use crate::affinity::AffinityResult;
 use crate::app::{App, Route, Runtime};
 use crate::body::RequestMeta;
 use crate::content;
 use crate::dialect::LocalError;
 use crate::headers::{self, UpstreamTarget};
+use crate::health::Availability;
 use crate::limits::Limiter;
 use crate::outcome::{self, AttemptResult, ErrorClass};
 use crate::provider::{Provider, POOL_IDLE};
@@ -87,6 +89,8 @@ pub(super) struct Attempts<'a> {
     /// The client's `Upgrade` value when the request is a WebSocket
     /// handshake: a 101 then opens a tunnel ([`super::websocket`]).
     pub(super) upgrade: Option<http::HeaderValue>,
+    /// What session affinity did to the order, when the route has it.
+    pub(super) affinity: Option<AffinityResult>,
 }
 
 impl<'a> Attempts<'a> {
@@ -102,14 +106,18 @@ impl<'a> Attempts<'a> {
         let infos: Vec<CandidateInfo> = route
             .providers
             .iter()
-            .map(|p| CandidateInfo {
-                available: p.health.availability(now).takes_traffic(),
-                weight: p.settings.weight,
-                cost: p.health.load_cost(now),
-                last_failure_at: p.health.last_failure_at(),
+            .map(|p| {
+                let availability = p.health.availability(now);
+                CandidateInfo {
+                    available: availability.takes_traffic(),
+                    trial: availability == Availability::TrialReady,
+                    weight: p.settings.weight,
+                    cost: p.health.load_cost(now),
+                    last_failure_at: p.health.last_failure_at(),
+                }
             })
             .collect();
-        let order = route.selector.order(&infos);
+        let (order, affinity) = route.selector.order_for(&infos, meta.session);
         let plan = Plan::new(
             order.into_iter().map(|i| (i, infos[i].available)),
             rt.config.retry.max_attempts,
@@ -127,6 +135,7 @@ impl<'a> Attempts<'a> {
             held: None,
             head_request: false,
             upgrade: None,
+            affinity,
         }
     }
 
@@ -141,6 +150,8 @@ impl<'a> Attempts<'a> {
         // Known before any provider answers, so every access log line of a
         // routed request names its model (a commit refines it).
         ctx.rec.model = self.meta.model.clone();
+        ctx.rec.affinity = self.affinity;
+        ctx.rec.session_source = self.meta.session.map(|k| k.source);
         let mut pending_failover: Option<(String, ErrorClass)> = None;
         loop {
             let (c, permit) = match self.plan.next() {

@@ -21,6 +21,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod mock;
+pub mod otel;
 pub mod outcome;
 pub mod path;
 pub mod provider;

@@ -4,7 +4,7 @@
 //! of observability code.
 
 use crate::affinity::{AffinityResult, SessionSource};
-use crate::config::{AccessLog, LogSettings};
+use crate::config::{AccessLog, Config, LogSettings};
 use crate::health::Transition;
 use crate::logging::event;
 use crate::outcome::ErrorClass;
@@ -161,10 +161,11 @@ pub fn attempt_finished(a: &AttemptRecord) {
 /// Called exactly once per client request, however many attempts it made:
 /// writes its access log line, then counts it. Counting last means that a
 /// request seen in `/metrics` or `/stats` has its log line written already.
-pub fn request_finished(rec: &RequestRecord, settings: &LogSettings) {
-    access_log(rec, settings);
+pub fn request_finished(rec: &RequestRecord, config: &Config) {
+    access_log(rec, &config.logging);
     metrics::global().request_finished(rec);
     stats::global().request_finished(rec);
+    crate::otel::request_finished(rec, config);
 }
 
 /// The access log line (`event: request`), per `logging.access_log`.

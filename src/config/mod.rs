@@ -199,6 +199,8 @@ pub struct Config {
     pub routes: Vec<RouteSettings>,
     pub client_tokens: Option<Vec<Secret>>,
     pub logging: LogSettings,
+    /// `None`: tracing is off (no `telemetry.otlp_endpoint`).
+    pub telemetry: Option<TelemetrySettings>,
 }
 
 impl Config {
@@ -341,6 +343,17 @@ pub struct RouteSettings {
     /// their requests and responses translated (see `crate::translate`).
     pub translate: bool,
     pub affinity: Affinity,
+}
+
+/// OpenTelemetry tracing, on (`telemetry.otlp_endpoint` set). Applied at
+/// start: the exporter is a process-wide service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetrySettings {
+    /// `http://host:port`, checked.
+    pub otlp_endpoint: String,
+    pub sample_ratio: f64,
+    pub max_queued_spans: usize,
+    pub export_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

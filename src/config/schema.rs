@@ -19,6 +19,7 @@ pub struct FileConfig {
     pub routes: Vec<RouteConf>,
     pub client_auth: Option<ClientAuth>,
     pub logging: Logging,
+    pub telemetry: Telemetry,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -267,6 +268,32 @@ impl Default for Logging {
             format: "json".into(),
             access_log: "errors_and_slow".into(),
             slow_ms: 1000,
+        }
+    }
+}
+
+/// OpenTelemetry traces (SPEC §9 `telemetry`); off without an endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Telemetry {
+    /// OTLP/gRPC receiver, `http://host:port` (a collector's 4317).
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces recorded; a client's sampled flag decides for
+    /// the traces it continues.
+    pub sample_ratio: f64,
+    /// Spans waiting for export at most; more are dropped and counted.
+    pub max_queued_spans: usize,
+    /// How long one export may take before its spans count as lost.
+    pub export_timeout_ms: u64,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            otlp_endpoint: None,
+            sample_ratio: 1.0,
+            max_queued_spans: 4096,
+            export_timeout_ms: 10_000,
         }
     }
 }

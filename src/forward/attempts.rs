@@ -151,6 +151,9 @@ impl<'a> Attempts<'a> {
         // routed request names its model (a commit refines it).
         ctx.rec.model = self.meta.model.clone();
         ctx.rec.affinity = self.affinity;
+        if let Some(t) = ctx.rec.trace.as_deref_mut() {
+            t.request_model = self.meta.model.clone();
+        }
         ctx.rec.session_source = self.meta.session.map(|k| k.source);
         let mut pending_failover: Option<(String, ErrorClass)> = None;
         loop {
@@ -298,6 +301,8 @@ impl<'a> Attempts<'a> {
             p: p.clone(),
             is_probe,
             started: Instant::now(),
+            // The attempt's span, named to the provider in `traceparent`.
+            span_id: ctx.rec.trace.as_ref().map_or(0, |_| crate::otel::span_id()),
             ttfb: None,
             status: None,
             upstream_request_id: None,
@@ -335,13 +340,15 @@ impl<'a> Attempts<'a> {
             super::websocket::without_key_subprotocol(s.req_header(), target.key.is_some())
         });
         // The access log's path is the normalised one that goes upstream.
-        let built = headers::upstream_request(
+        let trace = ctx.rec.trace.as_ref().map(|tc| tc.propagation(t.span_id));
+        let built = headers::upstream_request_traced(
             ws_request.as_ref().unwrap_or(s.req_header()),
             &target,
             &ctx.rec.path,
             &self.strip,
             &ctx.rec.request_id,
             body.len(),
+            trace.as_ref(),
         )
         .and_then(|head| match &self.upgrade {
             Some(upgrade) => super::websocket::with_upgrade(head, upgrade),
@@ -743,6 +750,8 @@ impl<'a> Attempts<'a> {
         let a = AttemptRecord {
             provider: t.p.name().to_string(),
             result,
+            started: t.started,
+            span_id: t.span_id,
             status: t.status,
             ttfb: t.ttfb,
             upstream_request_id: t.upstream_request_id.clone(),
@@ -777,6 +786,8 @@ pub(super) struct Try {
     pub(super) p: Arc<Provider>,
     pub(super) is_probe: bool,
     pub(super) started: Instant,
+    /// The attempt's trace span; 0 when the request is not traced.
+    pub(super) span_id: u64,
     pub(super) ttfb: Option<Duration>,
     pub(super) status: Option<u16>,
     pub(super) upstream_request_id: Option<String>,

@@ -110,6 +110,7 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     let rt = app.runtime();
     let req = s.req_header();
     ctx.rec.request_id = headers::request_id(req);
+    ctx.rec.trace = crate::otel::start(&req.headers);
     ctx.rec.method = req.method.to_string();
 
     // Routes are matched against, and providers sent, the normalised path

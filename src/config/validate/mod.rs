@@ -15,6 +15,7 @@ mod providers;
 mod retry;
 mod routes;
 mod server;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 mod timeouts;
@@ -60,6 +61,7 @@ pub fn validate(
     let routes = routes::routes(&mut errs, &f.routes, &providers, &f.providers);
     let client_tokens = client_auth::client_auth(&mut errs, f.client_auth.as_ref(), env);
     let logging = logging::logging(&mut errs, &f.logging);
+    let telemetry = telemetry::telemetry(&mut errs, &f.telemetry);
 
     if !errs.0.is_empty() {
         return Err(errs.0);
@@ -89,6 +91,7 @@ pub fn validate(
         routes,
         client_tokens,
         logging,
+        telemetry,
     })
 }
 

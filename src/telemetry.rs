@@ -159,13 +159,14 @@ pub fn attempt_finished(a: &AttemptRecord) {
 }
 
 /// Called exactly once per client request, however many attempts it made:
-/// writes its access log line, then counts it. Counting last means that a
-/// request seen in `/metrics` or `/stats` has its log line written already.
+/// queues its trace spans, writes its access log line, then counts it.
+/// Counting last means that a request seen in `/metrics` or `/stats` has
+/// its log line written (and its spans queued) already.
 pub fn request_finished(rec: &RequestRecord, config: &Config) {
+    crate::otel::request_finished(rec, config);
     access_log(rec, &config.logging);
     metrics::global().request_finished(rec);
     stats::global().request_finished(rec);
-    crate::otel::request_finished(rec, config);
 }
 
 /// The access log line (`event: request`), per `logging.access_log`.
@@ -220,6 +221,10 @@ fn access_log(rec: &RequestRecord, settings: &LogSettings) {
         .field("duration_ms", ms(duration))
         .opt("ttfb_ms", rec.ttfb.map(ms))
         .opt("model", rec.model.as_deref())
+        .opt(
+            "trace_id",
+            rec.trace.as_ref().map(|t| format!("{:032x}", t.trace_id)),
+        )
         .opt("affinity", rec.affinity.map(AffinityResult::as_str))
         .opt(
             "session_source",

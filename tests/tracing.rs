@@ -287,6 +287,10 @@ async fn a_request_is_a_server_span_with_one_client_span_per_attempt() {
     );
     assert!(a2.events.iter().any(|e| e.name == "response_header"));
 
+    // The access log line names the trace.
+    let line = px.wait_event("request", |v| v["status"] == 200).await;
+    assert_eq!(line["trace_id"], CLIENT_TRACE);
+
     // The process is named, and no prompt text went anywhere.
     let all = format!("{:?}", received.0.lock().unwrap());
     assert!(all.contains("\"steadfast\""), "service.name");
@@ -294,7 +298,8 @@ async fn a_request_is_a_server_span_with_one_client_span_per_attempt() {
         !all.contains("PROMPT-MARKER"),
         "prompt content was exported"
     );
-    assert!(counter(&px, "steadfast_trace_spans_exported_total", None).await >= 3.0);
+    // Counted once the receiver has answered.
+    wait_counter(&px, "steadfast_trace_spans_exported_total", None, 3.0).await;
 }
 
 #[tokio::test]
@@ -407,6 +412,8 @@ async fn without_telemetry_trace_headers_pass_through_untouched() {
     assert_eq!(r.status, 200);
     assert_eq!(m.recorded().pop().unwrap().header("traceparent"), None);
     assert!(px.events("tracing_started").is_empty());
+    let line = px.wait_event("request", |v| v["status"] == 200).await;
+    assert!(line.get("trace_id").is_none(), "{line}");
 }
 
 #[tokio::test]
@@ -489,6 +496,8 @@ async fn the_last_spans_are_exported_before_a_fast_exit() {
         .send(Request::post("/v1/messages", message("hi")).header("traceparent", tp))
         .await;
     assert_eq!(r.status, 200);
+    // Its spans are queued before its access log line is written.
+    px.wait_event("request", |v| v["status"] == 200).await;
     // At once: the spans wait for their batch, and even a fast exit must
     // not lose them.
     px.signal("INT");

@@ -151,7 +151,7 @@ impl<'a> Attempts<'a> {
         // routed request names its model (a commit refines it).
         ctx.rec.model = self.meta.model.clone();
         ctx.rec.affinity = self.affinity;
-        if let Some(t) = ctx.rec.trace.as_deref_mut() {
+        if let Some(t) = ctx.rec.trace.as_deref_mut().filter(|t| t.sampled) {
             t.request_model = self.meta.model.clone();
         }
         ctx.rec.session_source = self.meta.session.map(|k| k.source);

@@ -289,7 +289,7 @@ fn keep_usage(ctx: &mut Ctx, meter: UsageMeter) {
     let (usage, model) = meter.finish();
     ctx.rec.usage = usage;
     if model.is_some() {
-        if let Some(t) = ctx.rec.trace.as_deref_mut() {
+        if let Some(t) = ctx.rec.trace.as_deref_mut().filter(|t| t.sampled) {
             t.response_model = model.clone();
         }
         ctx.rec.model = model;

@@ -175,7 +175,7 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
         }
     };
 
-    // The session header, read now: the body read below holds the session.
+    // Read here: reading the body below needs the session mutably.
     let session_header = if route.selector.wants_session() {
         session_header(req)
     } else {

@@ -87,6 +87,7 @@ PORT = {
     # B+11..B+15: sfbench upstream holding streams, one port per peer
     "steadfast": B + 20,
     "steadfast_admin": B + 21,
+    "otlp": B + 22,     # sfbench otlp-sink, with STEADFAST_OTLP=1
     "nginx": B + 30,
     "haproxy": B + 40,
     "litellm": B + 50,
@@ -303,8 +304,16 @@ http {{
 """)
 
 
+# STEADFAST_OTLP=1: steadfast records and exports a trace of every request
+# (sample_ratio 1.0) to a local OTLP/gRPC sink, to measure what tracing
+# costs; compare with a run without it.
+OTLP = os.environ.get("STEADFAST_OTLP", "") not in ("", "0")
+
+
 def steadfast_conf():
     threads = K["PROXY_THREADS"]
+    telemetry = (f'telemetry: {{ otlp_endpoint: "http://127.0.0.1:{PORT["otlp"]}", sample_ratio: 1.0 }}'
+                 if OTLP else "")
     return write(os.path.join(CONF, "steadfast.yaml"), f"""
 listen: {{ proxy: "127.0.0.1:{PORT['steadfast']}", admin: "127.0.0.1:{PORT['steadfast_admin']}" }}
 server: {{ threads: {threads}, pid_file: "{RUN}/steadfast.pid", upgrade_sock: "{RUN}/steadfast.sock", drain_delay_ms: 0, shutdown_timeout_ms: 1000 }}
@@ -328,6 +337,7 @@ routes:
   - {{ name: fo-429,  paths: ["/fo-429/"],  strategy: priority, providers: [r429, up] }}
   - {{ name: chat,    paths: ["/v1/chat/completions"], strategy: priority, providers: [up] }}
 logging: {{ access_log: off }}
+{telemetry}
 """)
 
 
@@ -522,6 +532,13 @@ def start_all():
     COMMANDS.append(("upstream", " ".join(sse_args).replace(ROOT + "/", "")))
     COMMANDS.append(("upstream", " ".join(hold_args).replace(ROOT + "/", "")))
 
+    if "steadfast" in PEERS and OTLP:
+        sink_args = [SFBENCH, "otlp-sink", "--listen", f"127.0.0.1:{PORT['otlp']}"]
+        p = spawn("otlp-sink", sink_args)
+        wait_port(PORT["otlp"], p, "otlp-sink")
+        COMMANDS.append(("otlp", " ".join(sink_args).replace(ROOT + "/", "")))
+        NOTES.append("steadfast ran with tracing on (STEADFAST_OTLP=1): telemetry.otlp_endpoint set, "
+                     "sample_ratio 1.0, every request exported to sfbench otlp-sink")
     if "steadfast" in PEERS:
         argv = [STEADFAST, "serve", "-c", steadfast_conf()]
         env = dict(os.environ, RUST_LOG="warn")

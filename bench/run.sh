@@ -11,7 +11,9 @@
 # BASE_PORT (default 18000; ports BASE..BASE+60 are used),
 # PEERS=steadfast,nginx,haproxy,litellm,pingora, SCENARIOS=throughput,latency,sse,cpu,failover,streams,
 # LITELLM_WORKERS (default PROXY_THREADS), SKIP_INSTALL=1, SKIP_BUILD=1,
-# STEADFAST_BIN=path, LITELLM_VERSION, OHA_VERSION, UPDATE_README=1.
+# STEADFAST_BIN=path, LITELLM_VERSION, OHA_VERSION, UPDATE_README=1,
+# STEADFAST_OTLP=1 (tracing on: every request's spans exported over
+# OTLP/gRPC to a local sink; compare with a run without it).
 # Experiments: STEADFAST_LD_PRELOAD=libX.so (e.g. another malloc, steadfast
 # only), PINGORA_WORK_STEALING=0 and PINGORA_L4_READ_BUF=N (pingora column).
 #

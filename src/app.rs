@@ -141,9 +141,13 @@ impl App {
             .map(|r| {
                 let ps: Vec<Arc<Provider>> =
                     r.providers.iter().map(|&i| providers[i].clone()).collect();
+                let mut selector = Selector::new(r.strategy, ps.len());
+                if r.affinity == crate::config::Affinity::Session {
+                    selector = selector.with_affinity(ps.iter().map(|p| p.name()));
+                }
                 Route {
                     rewrites_models: ps.iter().any(|p| !p.settings.models.is_empty()),
-                    selector: Selector::new(r.strategy, ps.len()),
+                    selector,
                     providers: ps,
                     settings: r.clone(),
                 }

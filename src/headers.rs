@@ -108,6 +108,21 @@ pub fn upstream_request(
     request_id: &str,
     body_len: usize,
 ) -> Result<BytesMut> {
+    upstream_request_traced(client, target, path, strip, request_id, body_len, None)
+}
+
+/// [`upstream_request`] for a traced request: the client's `traceparent`
+/// and `tracestate` are replaced by `trace`'s, which names the attempt's
+/// span as the provider's parent. Untraced, they pass through unchanged.
+pub fn upstream_request_traced(
+    client: &RequestHeader,
+    target: &UpstreamTarget<'_>,
+    path: &str,
+    strip: &[HeaderName],
+    request_id: &str,
+    body_len: usize,
+    trace: Option<&crate::otel::Propagation<'_>>,
+) -> Result<BytesMut> {
     let (path, query) = match target.path {
         Some(p) => (p, None),
         None => (path, client.uri.query()),
@@ -148,6 +163,9 @@ pub fn upstream_request(
         {
             continue;
         }
+        if trace.is_some() && matches!(n, "traceparent" | "tracestate") {
+            continue;
+        }
         put_header(&mut w, n.as_bytes(), value.as_bytes())?;
     }
     put_header(&mut w, b"host", target.host_header.as_bytes())?;
@@ -166,6 +184,12 @@ pub fn upstream_request(
     put_header(&mut w, X_REQUEST_ID.as_bytes(), request_id.as_bytes())?;
     if let Some((name, value)) = target.key {
         put_header(&mut w, name.as_str().as_bytes(), value.as_bytes())?;
+    }
+    if let Some(t) = trace {
+        put_header(&mut w, b"traceparent", &t.traceparent)?;
+        if let Some(state) = t.tracestate {
+            put_header(&mut w, b"tracestate", state.as_bytes())?;
+        }
     }
     w.put_slice(b"\r\n");
     Ok(w)
@@ -428,6 +452,49 @@ mod tests {
             assert_eq!(r.get(h), None, "{h} forwarded");
         }
         assert_eq!(r.get("anthropic-version"), Some("2023-06-01"));
+    }
+
+    #[test]
+    fn a_traced_attempt_names_its_own_span_and_never_the_clients() {
+        let mut req = client_req();
+        let client_tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        req.append_header("traceparent", client_tp).unwrap();
+        req.append_header("traceparent", "junk").unwrap();
+        req.append_header("tracestate", "evil=1").unwrap();
+        let t = UpstreamTarget::direct("h", "", None);
+        let ours = crate::otel::Propagation {
+            traceparent: crate::otel::format_traceparent(
+                0x4bf92f3577b34da6a3ce929d0e0e4736,
+                0xab,
+                true,
+            ),
+            tracestate: Some("rojo=1"),
+        };
+        let w =
+            upstream_request_traced(&req, &t, "/v1/messages", &[], "rid", 0, Some(&ours)).unwrap();
+        let r = Wire::parse(&w);
+        assert_eq!(
+            r.get("traceparent"),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00000000000000ab-01")
+        );
+        assert_eq!(r.get("tracestate"), Some("rojo=1"));
+        // No tracestate of the client's: none is sent.
+        let bare = crate::otel::Propagation {
+            tracestate: None,
+            ..ours
+        };
+        let r = Wire::parse(
+            &upstream_request_traced(&req, &t, "/v1/messages", &[], "rid", 0, Some(&bare)).unwrap(),
+        );
+        assert_eq!(r.get("tracestate"), None);
+        // Tracing off: a transparent proxy, the client's headers as sent.
+        let w = upstream_request(&req, &t, "/v1/messages", &[], "rid", 0).unwrap();
+        let text = String::from_utf8_lossy(&w);
+        assert!(
+            text.contains(&format!("traceparent: {client_tp}\r\n")),
+            "{text}"
+        );
+        assert!(text.contains("tracestate: evil=1\r\n"), "{text}");
     }
 
     #[test]

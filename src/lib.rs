@@ -2,6 +2,7 @@
 //! Pingora. See README.md for usage and ../SPEC.md for the contract.
 
 pub mod admin;
+pub mod affinity;
 pub mod app;
 pub mod body;
 pub mod clock;
@@ -25,6 +26,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mock;
 pub mod name_cache;
+pub mod otel;
 pub mod outcome;
 pub mod path;
 pub mod provider;

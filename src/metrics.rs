@@ -195,6 +195,9 @@ pub struct Metrics {
     websocket_bytes: IntCounterVec,
     translations: IntCounterVec,
     stream_resumes: IntCounterVec,
+    affinity: IntCounterVec,
+    trace_spans_exported: IntCounter,
+    trace_spans_dropped: IntCounterVec,
     routes: NameCache<RouteHandles>,
     providers: NameCache<ProviderHandles>,
     models: BoundedLabels,
@@ -400,6 +403,26 @@ impl Metrics {
         for scope in ["global", "provider"] {
             limiter_rejections.with_label_values(&[scope]);
         }
+        let affinity = counter_vec(
+            &r,
+            "steadfast_affinity_total",
+            "Requests on routes with session affinity: hit (the session's provider led), moved (it was unavailable; the strategy chose).",
+            &["route", "result"],
+        )?;
+        let trace_spans_exported = IntCounter::new(
+            "steadfast_trace_spans_exported_total",
+            "Trace spans the OTLP receiver accepted.",
+        )?;
+        r.register(Box::new(trace_spans_exported.clone()))?;
+        let trace_spans_dropped = counter_vec(
+            &r,
+            "steadfast_trace_spans_dropped_total",
+            "Trace spans lost: queue_full (the export queue was at telemetry.max_queued_spans), export_failed (the receiver did not take them).",
+            &["reason"],
+        )?;
+        for reason in ["queue_full", "export_failed"] {
+            trace_spans_dropped.with_label_values(&[reason]);
+        }
         let build_info = gauge_vec(
             &r,
             "steadfast_build_info",
@@ -435,6 +458,9 @@ impl Metrics {
             websocket_bytes,
             translations,
             stream_resumes,
+            affinity,
+            trace_spans_exported,
+            trace_spans_dropped,
             routes: NameCache::new(),
             providers: NameCache::new(),
             models: BoundedLabels::new(MAX_MODELS),
@@ -529,6 +555,9 @@ impl Metrics {
                     .inc();
             }
         }
+        if let Some(a) = rec.affinity {
+            self.affinity.with_label_values(&[route, a.as_str()]).inc();
+        }
         if let Some(ws) = &rec.websocket {
             self.websocket_sessions
                 .with_label_values(&[route, ws.result()])
@@ -542,6 +571,18 @@ impl Metrics {
                 .map_or(UNKNOWN_MODEL, |m| self.models.label(m));
             self.add_tokens(provider, model, &rec.usage);
         }
+    }
+
+    /// Trace spans the OTLP receiver accepted.
+    pub fn trace_spans_exported(&self, n: u64) {
+        self.trace_spans_exported.inc_by(n);
+    }
+
+    /// Trace spans lost, and why (`queue_full`, `export_failed`).
+    pub fn trace_spans_dropped(&self, reason: &str, n: u64) {
+        self.trace_spans_dropped
+            .with_label_values(&[reason])
+            .inc_by(n);
     }
 
     /// A WebSocket tunnel opened on `route`: counted open until the handle

@@ -103,7 +103,7 @@ impl ProxyHttp for SteadfastProxy {
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         ctx.rec.finished = Some(Instant::now());
         let rt = self.app.runtime();
-        crate::telemetry::request_finished(&ctx.rec, &rt.config.logging);
+        crate::telemetry::request_finished(&ctx.rec, &rt.config);
     }
 
     fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {

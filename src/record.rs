@@ -1,6 +1,8 @@
 //! What happened to one client request: filled in by the request path,
 //! consumed once at the end by logs, metrics and stats.
 
+use crate::affinity::{AffinityResult, SessionSource};
+use crate::otel::TraceContext;
 use crate::outcome::{AttemptResult, ErrorClass, RequestOutcome};
 use crate::tunnel::TunnelEnd;
 use std::time::{Duration, Instant};
@@ -9,6 +11,11 @@ use std::time::{Duration, Instant};
 pub struct AttemptRecord {
     pub provider: String,
     pub result: AttemptResult,
+    /// When the attempt began (its trace span starts here).
+    pub started: Instant,
+    /// The attempt's trace span, sent upstream in `traceparent`; 0 when
+    /// the request is not traced.
+    pub span_id: u64,
     /// Upstream status, when one was received.
     pub status: Option<u16>,
     /// From sending the request to the upstream's response header.
@@ -34,6 +41,8 @@ impl AttemptRecord {
         AttemptRecord {
             provider: provider.to_string(),
             result,
+            started: Instant::now(),
+            span_id: 0,
             status: None,
             ttfb: None,
             upstream_request_id: None,
@@ -111,6 +120,12 @@ pub struct RequestRecord {
     pub resumed_at_tokens: Option<u64>,
     /// Set for WebSocket upgrade requests.
     pub websocket: Option<WebSocketRecord>,
+    /// Set while tracing is on ([`crate::otel`]).
+    pub trace: Option<Box<TraceContext>>,
+    /// On a route with session affinity: what it did, and where the
+    /// session key came from.
+    pub affinity: Option<AffinityResult>,
+    pub session_source: Option<SessionSource>,
     pub finished: Option<Instant>,
 }
 
@@ -135,6 +150,9 @@ impl RequestRecord {
             resumed_from: None,
             resumed_at_tokens: None,
             websocket: None,
+            trace: None,
+            affinity: None,
+            session_source: None,
             finished: None,
         }
     }

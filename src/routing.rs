@@ -2,8 +2,10 @@
 //!
 //! Each strategy is a pure function over plain numbers; [`Selector`] holds
 //! the little state they need between requests (a round-robin cursor, the
-//! smooth-weighted counters).
+//! smooth-weighted counters). Session affinity ([`crate::affinity`]) then
+//! puts a session's preferred provider first.
 
+use crate::affinity::{self, AffinityResult, SessionKey};
 use crate::config::{RouteSettings, Strategy};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -41,6 +43,9 @@ pub fn is_liveness_probe(method: &http::Method, path: &str) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub struct CandidateInfo {
     pub available: bool,
+    /// Half-open: its next attempt is the trial that decides whether it
+    /// has recovered.
+    pub trial: bool,
     pub weight: u32,
     /// least_latency cost (peak-EWMA × load); lower is better.
     pub cost: f64,
@@ -52,6 +57,9 @@ pub struct Selector {
     strategy: Strategy,
     cursor: AtomicUsize,
     swrr: Mutex<Vec<i64>>,
+    /// With `affinity: session`: each provider's rendezvous seed (the hash
+    /// of its name), in route order.
+    affinity: Option<Vec<u64>>,
 }
 
 impl Selector {
@@ -60,6 +68,42 @@ impl Selector {
             strategy,
             cursor: AtomicUsize::new(0),
             swrr: Mutex::new(vec![0; n]),
+            affinity: None,
+        }
+    }
+
+    /// Turn session affinity on, for the route's providers by name (route
+    /// order). Only names and weights decide a session's provider, never
+    /// this process's state: every replica agrees.
+    pub fn with_affinity<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
+        self.affinity = Some(names.into_iter().map(affinity::provider_seed).collect());
+        self
+    }
+
+    /// Whether the route wants session keys (`affinity: session`).
+    pub fn wants_session(&self) -> bool {
+        self.affinity.is_some()
+    }
+
+    /// The order for one request: the strategy's, with the session's
+    /// preferred provider first when affinity is on and it may take the
+    /// request. The result says what affinity did (`None`: not applied).
+    pub fn order_for(
+        &self,
+        cands: &[CandidateInfo],
+        session: Option<SessionKey>,
+    ) -> (Vec<usize>, Option<AffinityResult>) {
+        let order = self.order(cands);
+        let (Some(seeds), Some(key)) = (&self.affinity, session) else {
+            return (order, None);
+        };
+        let weight = |i: usize| cands.get(i).map_or(0, |c| c.weight);
+        match affinity::preferred(key.hash, seeds, weight) {
+            Some(p) => {
+                let (order, result) = affinity::apply(order, cands, p);
+                (order, Some(result))
+            }
+            None => (order, None),
         }
     }
 
@@ -156,6 +200,7 @@ mod tests {
     fn cand(available: bool, weight: u32, cost: f64) -> CandidateInfo {
         CandidateInfo {
             available,
+            trial: false,
             weight,
             cost,
             last_failure_at: None,
@@ -170,6 +215,7 @@ mod tests {
             providers: vec![0],
             api: crate::config::Api::Anthropic,
             translate: false,
+            affinity: crate::config::Affinity::Off,
         }
     }
 
@@ -317,5 +363,90 @@ mod tests {
         assert_eq!(counts[0], 0, "{counts:?}");
         assert!(counts[1] > 6_000 && counts[1] < 7_300, "{counts:?}");
         assert!(counts[2] > 2_700 && counts[2] < 4_000, "{counts:?}");
+    }
+
+    fn session(k: u32) -> Option<SessionKey> {
+        Some(SessionKey::of(
+            crate::affinity::SessionSource::Header,
+            format!("session-{k}").as_bytes(),
+        ))
+    }
+
+    fn sticky(strategy: Strategy, names: &[&str]) -> Selector {
+        Selector::new(strategy, names.len()).with_affinity(names.iter().copied())
+    }
+
+    #[test]
+    fn affinity_is_the_same_on_every_replica_whatever_the_strategy_did_before() {
+        let names = ["anthropic-a", "anthropic-b", "bedrock-us"];
+        let c = vec![cand(true, 1, 0.0); 3];
+        // Replica 1 has served other traffic (its round-robin cursor moved);
+        // replica 2 is fresh. Sessions land on the same provider anyway.
+        let r1 = sticky(Strategy::RoundRobin, &names);
+        for _ in 0..7 {
+            r1.order(&c);
+        }
+        for k in 0..500 {
+            let r2 = sticky(Strategy::RoundRobin, &names);
+            let (o1, a1) = r1.order_for(&c, session(k));
+            let (o2, a2) = r2.order_for(&c, session(k));
+            assert_eq!(o1[0], o2[0], "session {k}");
+            assert_eq!(
+                (a1, a2),
+                (Some(AffinityResult::Hit), Some(AffinityResult::Hit))
+            );
+            // Failover order still holds every provider once.
+            let mut sorted = o1.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, [0, 1, 2]);
+        }
+        // Without a key, or without affinity, the strategy alone decides.
+        assert_eq!(r1.order_for(&c, None).1, None);
+        let plain = Selector::new(Strategy::Priority, 3);
+        assert_eq!(plain.order_for(&c, session(1)), (vec![0, 1, 2], None));
+    }
+
+    #[test]
+    fn weighted_providers_keep_their_share_of_sessions() {
+        let s = sticky(Strategy::Priority, &["big", "small"]);
+        let c = vec![cand(true, 3, 0.0), cand(true, 1, 0.0)];
+        let mut counts = [0usize; 2];
+        for k in 0..10_000 {
+            counts[s.order_for(&c, session(k)).0[0]] += 1;
+        }
+        // Priority alone would send all 10 000 to "big"; 3:1 is 7500:2500.
+        assert!((7300..=7700).contains(&counts[0]), "{counts:?}");
+    }
+
+    #[test]
+    fn an_unavailable_preferred_provider_falls_back_to_the_strategy_then_comes_back() {
+        let names = ["p0", "p1", "p2"];
+        let s = sticky(Strategy::RoundRobin, &names);
+        let up = vec![cand(true, 1, 0.0); 3];
+        let key = session(42);
+        let (o, a) = s.order_for(&up, key);
+        assert_eq!(a, Some(AffinityResult::Hit));
+        let home = o[0];
+        // Ejected: round robin over the other two, the home provider last.
+        let mut down = up.clone();
+        down[home].available = false;
+        let mut firsts = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            let (o, a) = s.order_for(&down, key);
+            assert_eq!(a, Some(AffinityResult::Moved));
+            assert_ne!(o[0], home);
+            assert_eq!(o[2], home);
+            firsts.insert(o[0]);
+        }
+        assert_eq!(firsts.len(), 2, "the strategy chose, not affinity");
+        // Half-open: its trial decides; the session waits for the verdict.
+        let mut half = up.clone();
+        half[home].trial = true;
+        assert_eq!(s.order_for(&half, key).1, Some(AffinityResult::Moved));
+        // Closed again: the session is home, every time.
+        for _ in 0..6 {
+            let (o, a) = s.order_for(&up, key);
+            assert_eq!((o[0], a), (home, Some(AffinityResult::Hit)));
+        }
     }
 }

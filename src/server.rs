@@ -109,6 +109,9 @@ pub fn run(opts: ServeOptions) -> i32 {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     crate::lifecycle::add_service(&mut server, app.clone());
+    if let Some(t) = &cfg.telemetry {
+        crate::otel::install(&mut server, t);
+    }
     // In upgrade mode this waits for the old process to hand its sockets over.
     server.bootstrap();
     // Read only now: during an upgrade, the old process took admin calls

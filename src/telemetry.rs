@@ -3,7 +3,8 @@
 //! counters). Keeping the fan-out in one place keeps the request path free
 //! of observability code.
 
-use crate::config::{AccessLog, LogSettings};
+use crate::affinity::{AffinityResult, SessionSource};
+use crate::config::{AccessLog, Config, LogSettings};
 use crate::health::Transition;
 use crate::logging::event;
 use crate::outcome::ErrorClass;
@@ -159,10 +160,12 @@ pub fn attempt_finished(a: &AttemptRecord) {
 }
 
 /// Called exactly once per client request, however many attempts it made:
-/// writes its access log line, then counts it. Counting last means that a
-/// request seen in `/metrics` or `/stats` has its log line written already.
-pub fn request_finished(rec: &RequestRecord, settings: &LogSettings) {
-    access_log(rec, settings);
+/// queues its trace spans, writes its access log line, then counts it.
+/// Counting last means that a request seen in `/metrics` or `/stats` has
+/// its log line written (and its spans queued) already.
+pub fn request_finished(rec: &RequestRecord, config: &Config) {
+    crate::otel::request_finished(rec, config);
+    access_log(rec, &config.logging);
     metrics::global().request_finished(rec);
     stats::global().request_finished(rec);
 }
@@ -221,7 +224,16 @@ fn access_log(rec: &RequestRecord, settings: &LogSettings) {
         .opt("ttfb_ms", rec.ttfb.map(ms))
         .opt("model", rec.model.as_deref())
         .opt("resumed_from", rec.resumed_from.as_deref())
-        .opt("resumed_at_tokens", rec.resumed_at_tokens);
+        .opt("resumed_at_tokens", rec.resumed_at_tokens)
+        .opt(
+            "trace_id",
+            rec.trace.as_ref().map(|t| format!("{:032x}", t.trace_id)),
+        )
+        .opt("affinity", rec.affinity.map(AffinityResult::as_str))
+        .opt(
+            "session_source",
+            rec.session_source.map(SessionSource::as_str),
+        );
     if let Some(ws) = &rec.websocket {
         e = e.field(
             "websocket",

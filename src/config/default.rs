@@ -26,6 +26,7 @@ pub fn builtin_default() -> FileConfig {
                 strategy: None,
                 providers: vec!["anthropic".into()],
                 translate: false,
+                affinity: None,
             },
             RouteConf {
                 name: "openai".into(),
@@ -33,6 +34,7 @@ pub fn builtin_default() -> FileConfig {
                 strategy: None,
                 providers: vec!["openai".into()],
                 translate: false,
+                affinity: None,
             },
         ],
         ..FileConfig::default()

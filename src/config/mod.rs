@@ -153,6 +153,26 @@ impl Strategy {
     }
 }
 
+/// `routes[].affinity` (SPEC §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Affinity {
+    /// Every request is ordered by the strategy alone.
+    #[default]
+    Off,
+    /// A session's requests go to the provider its key hashes to while
+    /// that provider is available ([`crate::affinity`]).
+    Session,
+}
+
+impl Affinity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Affinity::Off => "off",
+            Affinity::Session => "session",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Json,
@@ -182,6 +202,8 @@ pub struct Config {
     /// calls need (`None`: loopback only).
     pub admin_token: Option<Secret>,
     pub logging: LogSettings,
+    /// `None`: tracing is off (no `telemetry.otlp_endpoint`).
+    pub telemetry: Option<TelemetrySettings>,
 }
 
 impl Config {
@@ -378,6 +400,18 @@ pub struct RouteSettings {
     /// `translate: true`: providers of another `api` may serve this route,
     /// their requests and responses translated (see `crate::translate`).
     pub translate: bool,
+    pub affinity: Affinity,
+}
+
+/// OpenTelemetry tracing, on (`telemetry.otlp_endpoint` set). Applied at
+/// start: the exporter is a process-wide service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetrySettings {
+    /// `http://host:port`, checked.
+    pub otlp_endpoint: String,
+    pub sample_ratio: f64,
+    pub max_queued_spans: usize,
+    pub export_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -20,6 +20,7 @@ pub struct FileConfig {
     pub client_auth: Option<ClientAuth>,
     pub admin: AdminConf,
     pub logging: Logging,
+    pub telemetry: Telemetry,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -276,6 +277,9 @@ pub struct RouteConf {
     pub providers: Vec<String>,
     /// Allow providers of another `api` (cross-dialect failover).
     pub translate: bool,
+    /// `off` (default) or `session`; a string so that a typo is reported
+    /// with its path by validation.
+    pub affinity: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -307,6 +311,32 @@ impl Default for Logging {
             format: "json".into(),
             access_log: "errors_and_slow".into(),
             slow_ms: 1000,
+        }
+    }
+}
+
+/// OpenTelemetry traces (SPEC §9 `telemetry`); off without an endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Telemetry {
+    /// OTLP/gRPC receiver, `http://host:port` (a collector's 4317).
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces recorded; a client's sampled flag decides for
+    /// the traces it continues.
+    pub sample_ratio: f64,
+    /// Spans waiting for export at most; more are dropped and counted.
+    pub max_queued_spans: usize,
+    /// How long one export may take before its spans count as lost.
+    pub export_timeout_ms: u64,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            otlp_endpoint: None,
+            sample_ratio: 1.0,
+            max_queued_spans: 4096,
+            export_timeout_ms: 10_000,
         }
     }
 }

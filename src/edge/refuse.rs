@@ -46,7 +46,7 @@ pub async fn answer(app: &App, mut stream: Stream, r: Refusal) {
         rec.ttfb = Some(rec.started.elapsed());
     }
     rec.finished = Some(Instant::now());
-    crate::telemetry::request_finished(&rec, &rt.config.logging);
+    crate::telemetry::request_finished(&rec, &rt.config);
     if written {
         linger(&mut stream).await;
     }

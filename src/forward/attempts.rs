@@ -10,13 +10,14 @@ use super::plan::{Candidate, Failed, Plan, Step};
 use super::relay::{self, Answer};
 use super::reply::{respond_local, write_whole};
 use super::{Ctx, Handled};
+use crate::affinity::AffinityResult;
 use crate::app::{App, Route, Runtime};
 use crate::body::RequestMeta;
 use crate::config::Api;
 use crate::content;
 use crate::dialect::LocalError;
 use crate::headers::{self, UpstreamTarget};
-use crate::health::Offer;
+use crate::health::{Availability, Offer};
 use crate::limits::Limiter;
 use crate::outcome::{self, AttemptResult, ErrorClass};
 use crate::provider::{Provider, POOL_IDLE};
@@ -66,6 +67,9 @@ pub(super) struct Outgoing {
     head: BytesMut,
     body: Bytes,
     translation: Option<Translation>,
+    /// The attempt's trace span (0 untraced), already in the head's
+    /// `traceparent`.
+    span_id: u64,
 }
 
 /// A translated attempt: the dialects on each side and what the answer
@@ -109,6 +113,8 @@ pub(super) struct Attempts<'a> {
     /// The client's `Upgrade` value when the request is a WebSocket
     /// handshake: a 101 then opens a tunnel ([`super::websocket`]).
     pub(super) upgrade: Option<http::HeaderValue>,
+    /// What session affinity did to the order, when the route has it.
+    pub(super) affinity: Option<AffinityResult>,
 }
 
 impl<'a> Attempts<'a> {
@@ -132,12 +138,13 @@ impl<'a> Attempts<'a> {
             .zip(&offers)
             .map(|(p, offer)| CandidateInfo {
                 available: *offer == Offer::First,
+                trial: p.health.availability(now) == Availability::TrialReady,
                 weight: p.settings.weight,
                 cost: p.health.load_cost(now),
                 last_failure_at: p.health.last_failure_at(),
             })
             .collect();
-        let order = route.selector.order(&infos);
+        let (order, affinity) = route.selector.order_for(&infos, meta.session);
         let plan = Plan::new(
             order.into_iter().map(|i| (i, offers[i])),
             rt.config.retry.max_attempts,
@@ -155,6 +162,7 @@ impl<'a> Attempts<'a> {
             held: None,
             head_request: false,
             upgrade: None,
+            affinity,
         }
     }
 
@@ -169,6 +177,11 @@ impl<'a> Attempts<'a> {
         // Known before any provider answers, so every access log line of a
         // routed request names its model (a commit refines it).
         ctx.rec.model = self.meta.model.clone();
+        ctx.rec.affinity = self.affinity;
+        if let Some(t) = ctx.rec.trace.as_deref_mut().filter(|t| t.sampled) {
+            t.request_model = self.meta.model.clone();
+        }
+        ctx.rec.session_source = self.meta.session.map(|k| k.source);
         let mut pending_failover: Option<(String, ErrorClass)> = None;
         loop {
             let (c, permit) = match self.plan.next() {
@@ -427,14 +440,18 @@ impl<'a> Attempts<'a> {
             .upgrade
             .as_ref()
             .and_then(|_| super::websocket::without_key_subprotocol(req, target.key.is_some()));
+        // The attempt's span, named to the provider in `traceparent`.
+        let span_id = ctx.rec.trace.as_ref().map_or(0, |_| crate::otel::span_id());
+        let trace = ctx.rec.trace.as_ref().map(|tc| tc.propagation(span_id));
         // The access log's path is the normalised one that goes upstream.
-        let head = headers::upstream_request(
+        let head = headers::upstream_request_traced(
             ws_request.as_ref().unwrap_or(req),
             &target,
             &ctx.rec.path,
             &self.strip,
             &ctx.rec.request_id,
             body.len(),
+            trace.as_ref(),
         )
         .and_then(|head| match &self.upgrade {
             Some(upgrade) => super::websocket::with_upgrade(head, upgrade),
@@ -445,6 +462,7 @@ impl<'a> Attempts<'a> {
             head,
             body,
             translation,
+            span_id,
         })
     }
 
@@ -462,11 +480,13 @@ impl<'a> Attempts<'a> {
             head: up_head,
             body,
             translation,
+            span_id,
         } = out;
         let mut t = Try {
             p: p.clone(),
             is_probe,
             started: Instant::now(),
+            span_id,
             ttfb: None,
             status: None,
             upstream_request_id: None,
@@ -940,6 +960,8 @@ impl<'a> Attempts<'a> {
         let a = AttemptRecord {
             provider: t.p.name().to_string(),
             result,
+            started: t.started,
+            span_id: t.span_id,
             status: t.status,
             ttfb: t.ttfb,
             upstream_request_id: t.upstream_request_id.clone(),
@@ -977,6 +999,8 @@ pub(super) struct Try {
     pub(super) p: Arc<Provider>,
     pub(super) is_probe: bool,
     pub(super) started: Instant,
+    /// The attempt's trace span; 0 when the request is not traced.
+    pub(super) span_id: u64,
     pub(super) ttfb: Option<Duration>,
     pub(super) status: Option<u16>,
     pub(super) upstream_request_id: Option<String>,
@@ -989,11 +1013,12 @@ pub(super) struct Try {
 }
 
 impl Try {
-    pub(super) fn new(p: &Arc<Provider>, is_probe: bool) -> Try {
+    pub(super) fn new(p: &Arc<Provider>, is_probe: bool, span_id: u64) -> Try {
         Try {
             p: p.clone(),
             is_probe,
             started: Instant::now(),
+            span_id,
             ttfb: None,
             status: None,
             upstream_request_id: None,
@@ -1011,6 +1036,10 @@ impl Outgoing {
 
     pub(super) fn body(&self) -> &[u8] {
         &self.body
+    }
+
+    pub(super) fn span_id(&self) -> u64 {
+        self.span_id
     }
 }
 

@@ -22,7 +22,9 @@ mod websocket;
 
 pub use reply::{local_error, respond_local};
 
+use crate::affinity::{self, SessionKey, SessionSource};
 use crate::app::App;
+use crate::body::RequestMeta;
 use crate::config::Api;
 use crate::credentials;
 use crate::dialect::{self, LocalError};
@@ -110,6 +112,7 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     let rt = app.runtime();
     let req = s.req_header();
     ctx.rec.request_id = headers::request_id(req);
+    ctx.rec.trace = crate::otel::start(&req.headers);
     ctx.rec.method = req.method.to_string();
 
     // Routes are matched against, and providers sent, the normalised path
@@ -174,6 +177,13 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
         }
     };
 
+    // Read here: reading the body below needs the session mutably.
+    let session_header = if route.selector.wants_session() {
+        session_header(req)
+    } else {
+        None
+    };
+
     let max_body = rt.config.limits.max_body_bytes;
     let body = match read_body(s, max_body).await {
         Ok(b) => b,
@@ -212,11 +222,28 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     }
     ctx._inflight = Some(crate::gauges::InflightGuard::new());
 
-    let meta = crate::body::RequestMeta::parse(&body);
+    // A session key is looked for only where affinity uses it; the
+    // header, when present, wins and saves looking in the body.
+    let meta = match (route.selector.wants_session(), session_header) {
+        (true, None) => RequestMeta::parse_with_session(&body),
+        (_, header) => RequestMeta {
+            session: header,
+            ..RequestMeta::parse(&body)
+        },
+    };
     Attempts::new(app, &rt, route, body, meta, strip)
         .websocket(upgrade)
         .run(s, ctx)
         .await
+}
+
+/// The session key a client sent as `x-claude-code-session-id`.
+fn session_header(req: &pingora_http::RequestHeader) -> Option<SessionKey> {
+    req.headers
+        .get(affinity::SESSION_HEADER)
+        .map(http::HeaderValue::as_bytes)
+        .filter(|v| !v.is_empty())
+        .map(|v| SessionKey::of(SessionSource::Header, v))
 }
 
 /// What is wrong with a parsed request head, if anything: over

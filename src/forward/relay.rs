@@ -546,6 +546,9 @@ impl Sink {
         }
         ctx.rec.usage = usage;
         if model.is_some() {
+            if let Some(t) = ctx.rec.trace.as_deref_mut().filter(|t| t.sampled) {
+                t.response_model = model.clone();
+            }
             ctx.rec.model = model;
         }
     }

@@ -133,7 +133,7 @@ impl Attempts<'_> {
                 continue;
             };
             self.plan.started();
-            let mut t = Try::new(&p, is_probe);
+            let mut t = Try::new(&p, is_probe, out.span_id());
             let sent = self
                 .send(
                     s,

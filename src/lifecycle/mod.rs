@@ -48,6 +48,10 @@ impl ShutdownSignalWatch for Signals {
         tokio::select! {
             _ = int.recv() => {
                 event(Level::Info, "shutdown").field("signal", "SIGINT").field("mode", "fast").emit();
+                // The runtimes stop at once after this: export the spans
+                // waiting for their batch first (bounded, and only while
+                // tracing is on).
+                let _ = tokio::task::spawn_blocking(crate::otel::flush_at_exit).await;
                 ShutdownSignal::FastShutdown
             }
             _ = term.recv() => {
@@ -183,6 +187,7 @@ fn spawn_drain_watch(app: Arc<App>, mut phases: broadcast::Receiver<ExecutionPha
 /// Leave the process: remove our pid file, flush logs.
 pub fn exit_now(app: &App, code: i32) -> ! {
     pidfile::remove_if_ours(&app.runtime().config.server.pid_file);
+    crate::otel::flush_at_exit();
     log::logger().flush();
     std::process::exit(code)
 }

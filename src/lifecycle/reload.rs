@@ -216,6 +216,10 @@ fn fixed_at_start(old: &Config, new: &Config) -> Vec<(&'static str, &'static str
     if old.server.upgrade_sock != new.server.upgrade_sock {
         out.push(("server.upgrade_sock", restart));
     }
+    // The exporter and the sampling decision are process-wide.
+    if old.telemetry != new.telemetry {
+        out.push(("telemetry", restart));
+    }
     out
 }
 
@@ -255,10 +259,10 @@ mod tests {
         let base = "providers: [{name: a, api: anthropic, base_url: \"http://127.0.0.1:1\"}]\nroutes: [{name: r, paths: [\"/\"], providers: [a]}]\n";
         let a = cfg(base);
         let b = cfg(&format!(
-            "listen: {{ proxy: \"127.0.0.1:1234\" }}\nserver: {{ threads: 8 }}\n{base}"
+            "listen: {{ proxy: \"127.0.0.1:1234\" }}\nserver: {{ threads: 8 }}\ntelemetry: {{ otlp_endpoint: \"http://127.0.0.1:4317\" }}\n{base}"
         ));
         let keys: Vec<_> = fixed_at_start(&a, &b).into_iter().map(|(k, _)| k).collect();
-        assert_eq!(keys, vec!["listen.proxy", "server.threads"]);
+        assert_eq!(keys, vec!["listen.proxy", "server.threads", "telemetry"]);
         assert!(fixed_at_start(&a, &a).is_empty());
     }
 }

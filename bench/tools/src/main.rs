@@ -13,8 +13,11 @@
 //! * `hold`: opens N streaming requests, waits until each has received its
 //!   first event, prints one JSON line, and keeps them open until stdin
 //!   closes (or `--hold-s` passes).
+//! * `otlp-sink`: an OTLP/gRPC receiver that accepts every export and
+//!   throws it away (for steadfast with `telemetry.otlp_endpoint` set).
 //!
-//! Plain HTTP/1.1 over loopback, tokio only; nothing here is steadfast code.
+//! Plain HTTP/1.1 over loopback, tokio only (HTTP/2 through h2 for the
+//! sink); nothing here is steadfast code.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,6 +42,7 @@ fn main() {
         "upstream" => rt.block_on(upstream(opts)),
         "ttfe" => rt.block_on(ttfe(opts)),
         "hold" => rt.block_on(hold(opts)),
+        "otlp-sink" => rt.block_on(otlp_sink(opts)),
         _ => usage(),
     };
     if let Err(e) = r {
@@ -51,7 +55,8 @@ fn usage() -> ! {
     eprintln!(
         "usage:\n  sfbench upstream --listen ADDR [--events N] [--event-delay-ms D]\n  \
          sfbench ttfe --addr HOST:PORT --path P --body-file F [--n N] [--warmup W] [--header 'K: V']...\n  \
-         sfbench hold --addr HOST:PORT --path P --body-file F --streams N [--parallel P] [--timeout-s T] [--hold-s H]"
+         sfbench hold --addr HOST:PORT --path P --body-file F --streams N [--parallel P] [--timeout-s T] [--hold-s H]\n  \
+         sfbench otlp-sink --listen ADDR"
     );
     std::process::exit(2)
 }
@@ -272,6 +277,53 @@ fn event(i: u64, last: bool) -> String {
     format!(
         "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{fin}}}]}}\n\n"
     )
+}
+
+// ---------------------------------------------------------------- otlp-sink
+
+/// Accept every gRPC call (OTLP's TraceService/Export among them), read
+/// its request, answer with an empty message and status OK. Decoding
+/// nothing keeps the sink's CPU out of steadfast's figures.
+async fn otlp_sink(o: Opts) -> Res<()> {
+    let listener = TcpListener::bind(o.str("listen")).await?;
+    println!("sfbench otlp-sink listening on {}", listener.local_addr()?);
+    loop {
+        let (sock, _) = listener.accept().await?;
+        let _ = sock.set_nodelay(true);
+        tokio::spawn(async move {
+            let Ok(mut conn) = h2::server::handshake(sock).await else {
+                return;
+            };
+            while let Some(Ok((req, respond))) = conn.accept().await {
+                tokio::spawn(grpc_ok(req, respond));
+            }
+        });
+    }
+}
+
+async fn grpc_ok(req: http::Request<h2::RecvStream>, mut respond: h2::server::SendResponse<bytes::Bytes>) {
+    let mut body = req.into_body();
+    while let Some(chunk) = body.data().await {
+        match chunk {
+            Ok(c) => {
+                let _ = body.flow_control().release_capacity(c.len());
+            }
+            Err(_) => return,
+        }
+    }
+    let head = http::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc")
+        .body(())
+        .expect("static response head");
+    let Ok(mut send) = respond.send_response(head, false) else {
+        return;
+    };
+    // One uncompressed gRPC message of length 0: an empty response.
+    let _ = send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), false);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let _ = send.send_trailers(trailers);
 }
 
 async fn upstream(o: Opts) -> Res<()> {

@@ -17,6 +17,7 @@ mod providers;
 mod retry;
 mod routes;
 mod server;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 mod timeouts;
@@ -63,6 +64,7 @@ pub fn validate(
     let client_tokens = client_auth::client_auth(&mut errs, f.client_auth.as_ref(), env);
     let admin_token = admin::admin(&mut errs, &f.admin, env);
     let logging = logging::logging(&mut errs, &f.logging);
+    let telemetry = telemetry::telemetry(&mut errs, &f.telemetry);
 
     if !errs.0.is_empty() {
         return Err(errs.0);
@@ -93,6 +95,7 @@ pub fn validate(
         client_tokens,
         admin_token,
         logging,
+        telemetry,
     })
 }
 

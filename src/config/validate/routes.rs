@@ -4,7 +4,7 @@
 
 use super::Errors;
 use crate::config::schema::{ProviderConf, RouteConf};
-use crate::config::{Api, ProviderSettings, RouteSettings, Strategy};
+use crate::config::{Affinity, Api, ProviderSettings, RouteSettings, Strategy};
 use std::collections::HashSet;
 
 /// Routes point into `providers`, the valid ones. `declared` is every
@@ -59,6 +59,17 @@ pub(super) fn routes(
                 Strategy::Priority
             }
         };
+        let affinity = match r.affinity.as_deref() {
+            None | Some("off") => Affinity::Off,
+            Some("session") => Affinity::Session,
+            Some(other) => {
+                errs.push(
+                    format!("{path}.affinity"),
+                    format!("unknown affinity {other:?}; expected off or session"),
+                );
+                Affinity::Off
+            }
+        };
         if r.providers.is_empty() {
             errs.push(
                 format!("{path}.providers"),
@@ -100,6 +111,7 @@ pub(super) fn routes(
                 api,
                 providers: idxs,
                 translate: r.translate,
+                affinity,
             });
         }
     }
@@ -255,6 +267,7 @@ mod tests {
             strategy: strategy.map(Into::into),
             providers: providers.iter().map(|p| p.to_string()).collect(),
             translate: false,
+            affinity: None,
         }
     }
 
@@ -265,6 +278,7 @@ mod tests {
             strategy: None,
             providers: providers.iter().map(|p| p.to_string()).collect(),
             translate: true,
+            affinity: None,
         }
     }
 
@@ -414,5 +428,35 @@ mod tests {
         assert_eq!(errs.0[5].reason, "unknown provider \"ghost\"");
         assert_eq!(errs.0[6].reason, "provider \"a\" is listed twice");
         assert_eq!(errs.0[7].reason, "duplicate route name \"r\"");
+    }
+
+    #[test]
+    fn affinity_is_off_unless_set_to_session() {
+        let providers = [valid("a", Api::Anthropic), valid("b", Api::Anthropic)];
+        let decl = [declared("a"), declared("b")];
+        let mut errs = Errors(Vec::new());
+        let mut on = route("on", Some("round_robin"), &["a", "b"]);
+        on.affinity = Some("session".into());
+        let mut off = route("off", None, &["a"]);
+        off.affinity = Some("off".into());
+        let mut typo = route("typo", None, &["b"]);
+        typo.affinity = Some("sessions".into());
+        let list = [route("default", None, &["a"]), on, off, typo];
+        let got = routes(&mut errs, &list, &providers, &decl);
+        let affinity: Vec<Affinity> = got.iter().map(|r| r.affinity).collect();
+        assert_eq!(
+            affinity,
+            [
+                Affinity::Off,
+                Affinity::Session,
+                Affinity::Off,
+                Affinity::Off
+            ]
+        );
+        assert_eq!(errs.paths(), ["routes[3].affinity"]);
+        assert_eq!(
+            errs.0[0].reason,
+            "unknown affinity \"sessions\"; expected off or session"
+        );
     }
 }

@@ -53,6 +53,9 @@ pub struct App {
     pub started: Instant,
     pub draining: AtomicBool,
     pub ready: AtomicBool,
+    /// Bedrock and Vertex credentials, kept across reloads (see
+    /// [`crate::cloud::service`]).
+    pub cloud: crate::cloud::auth::CloudAuth,
 }
 
 impl App {
@@ -79,6 +82,7 @@ impl App {
             started: Instant::now(),
             draining: AtomicBool::new(false),
             ready: AtomicBool::new(false),
+            cloud: crate::cloud::auth::CloudAuth::new(),
         };
         let rt = app.build_runtime(config, addrs, None);
         app.runtime.store(Arc::new(rt));
@@ -96,6 +100,7 @@ impl App {
         let old = self.runtime();
         let rt = Arc::new(self.build_runtime(config, addrs, Some(&old)));
         self.runtime.store(rt.clone());
+        self.cloud.config_changed();
         rt
     }
 
@@ -126,7 +131,10 @@ impl App {
                     .flatten()
                     .or(known)
                     .or_else(|| literal_address(&s.upstream));
-                Arc::new(Provider::new(s.clone(), health, addr))
+                Arc::new(
+                    Provider::new(s.clone(), health, addr)
+                        .with_credential(self.cloud.for_kind(&s.kind)),
+                )
             })
             .collect();
         registry.retain(|name, _| config.providers.iter().any(|p| &p.name == name));

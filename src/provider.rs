@@ -2,8 +2,9 @@
 //! upstream address (resolved off the hot path), its credential header and
 //! its shared health state.
 
+use crate::cloud::auth::Credential;
 use crate::config::{Api, ProviderSettings, UpstreamAddr};
-use crate::health::ProviderHealth;
+use crate::health::{ProviderHealth, ProviderState};
 use crate::limits::Limiter;
 use arc_swap::ArcSwapOption;
 use http::{HeaderName, HeaderValue};
@@ -27,6 +28,8 @@ pub struct Provider {
     pub host_header: String,
     pub health: Arc<ProviderHealth>,
     pub limiter: Option<Limiter>,
+    /// A cloud provider's credentials (`kind: bedrock|vertex`).
+    pub credential: Option<Credential>,
 }
 
 impl Provider {
@@ -56,6 +59,7 @@ impl Provider {
             health,
             limiter,
             settings,
+            credential: None,
         };
         if let Some(a) = addr {
             p.set_address(a);
@@ -63,8 +67,25 @@ impl Provider {
         p
     }
 
+    pub fn with_credential(mut self, credential: Option<Credential>) -> Provider {
+        self.credential = credential;
+        self
+    }
+
     pub fn name(&self) -> &str {
         &self.settings.name
+    }
+
+    /// The state reported in `/health`, `/stats` and metrics: the circuit's,
+    /// except that a cloud provider without usable credentials is
+    /// `unhealthy` however its circuit looks (it cannot serve, and would
+    /// otherwise look healthy until a request found out).
+    pub fn state(&self, now: std::time::Instant) -> ProviderState {
+        let state = self.health.snapshot(now).state;
+        match &self.credential {
+            Some(c) if state == ProviderState::Healthy && !c.is_ready() => ProviderState::Unhealthy,
+            _ => state,
+        }
     }
 
     pub fn key_header(&self) -> Option<(&HeaderName, &HeaderValue)> {

@@ -121,19 +121,24 @@ pub fn health(app: &App) -> (u16, serde_json::Value) {
         .iter()
         .map(|p| {
             let s = p.health.snapshot(now);
-            json!({
+            let mut v = json!({
                 "name": p.name(),
-                "state": s.state.as_str(),
+                "state": p.state(now).as_str(),
                 "consecutive_failures": s.consecutive_failures,
                 "ejected_until": s.ejected_until.map(|t| crate::clock::rfc3339(crate::clock::wall(t, now))),
                 "disabled_until": s.disabled.and_then(|d| d.until).map(|t| crate::clock::rfc3339(crate::clock::wall(t, now))),
                 "last_error_class": s.last_error_class.map(|c| c.as_str()),
-            })
+            });
+            if let Some(c) = &p.credential {
+                crate::cloud::auth::describe_status(&c.status(), &mut v);
+            }
+            v
         })
         .collect();
     // A disabled provider is not available: /health is degraded while one
-    // is out, and unhealthy when some route has nothing else left.
-    let available = |i: usize| rt.providers[i].health.snapshot(now).state == ProviderState::Healthy;
+    // is out, and unhealthy when some route has nothing else left. A cloud
+    // provider without usable credentials is not available either.
+    let available = |i: usize| rt.providers[i].state(now) == ProviderState::Healthy;
     let all_available = (0..rt.providers.len()).all(available);
     let some_route_dead = rt
         .config

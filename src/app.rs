@@ -56,6 +56,9 @@ pub struct App {
     pub ready: AtomicBool,
     /// Operator control of providers: the state file and its writer.
     pub control: crate::control::Control,
+    /// Bedrock and Vertex credentials, kept across reloads (see
+    /// [`crate::cloud::service`]).
+    pub cloud: crate::cloud::auth::CloudAuth,
 }
 
 impl App {
@@ -83,6 +86,7 @@ impl App {
             draining: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             control: crate::control::Control::new(&config.server.pid_file),
+            cloud: crate::cloud::auth::CloudAuth::new(),
         };
         let rt = app.build_runtime(config, addrs, None);
         app.runtime.store(Arc::new(rt));
@@ -100,6 +104,7 @@ impl App {
         let old = self.runtime();
         let rt = Arc::new(self.build_runtime(config, addrs, Some(&old)));
         self.runtime.store(rt.clone());
+        self.cloud.config_changed();
         rt
     }
 
@@ -130,7 +135,10 @@ impl App {
                     .flatten()
                     .or(known)
                     .or_else(|| literal_address(&s.upstream));
-                Arc::new(Provider::new(s.clone(), health, addr))
+                Arc::new(
+                    Provider::new(s.clone(), health, addr)
+                        .with_credential(self.cloud.for_kind(&s.kind)),
+                )
             })
             .collect();
         registry.retain(|name, _| config.providers.iter().any(|p| &p.name == name));

@@ -228,10 +228,11 @@ pub fn client_response(mut resp: ResponseHeader) -> ResponseHeader {
 }
 
 /// The provider's id for a request, from its response: Anthropic's
-/// `request-id`, else the OpenAI-style `x-request-id`. Upstream bytes are
-/// hostile: only a short run of visible ASCII is taken.
+/// `request-id`, else the OpenAI-style `x-request-id`, else AWS's
+/// `x-amzn-requestid` (Bedrock). Upstream bytes are hostile: only a short
+/// run of visible ASCII is taken.
 pub fn upstream_request_id(h: &http::HeaderMap) -> Option<String> {
-    ["request-id", X_REQUEST_ID]
+    ["request-id", X_REQUEST_ID, "x-amzn-requestid"]
         .iter()
         .filter_map(|n| h.get(*n))
         .map(http::HeaderValue::as_bytes)

@@ -621,7 +621,7 @@ impl Metrics {
         self.route_available.reset();
         let mut healthy = Vec::with_capacity(rt.providers.len());
         for p in &rt.providers {
-            let state = p.health.snapshot(now).state;
+            let state = p.state(now);
             healthy.push(state == ProviderState::Healthy);
             for s in ProviderState::ALL {
                 self.provider_state

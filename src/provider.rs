@@ -2,9 +2,10 @@
 //! upstream address (resolved off the hot path), its credential header
 //! (swapped whole when its key file changes) and its shared health state.
 
+use crate::cloud::auth::Credential;
 use crate::config::Secret;
 use crate::config::{ProviderSettings, UpstreamAddr};
-use crate::health::ProviderHealth;
+use crate::health::{ProviderHealth, ProviderState};
 use crate::keys::ProviderKey;
 use crate::limits::Limiter;
 use arc_swap::ArcSwapOption;
@@ -29,6 +30,8 @@ pub struct Provider {
     pub host_header: String,
     pub health: Arc<ProviderHealth>,
     pub limiter: Option<Limiter>,
+    /// A cloud provider's credentials (`kind: bedrock|vertex`).
+    pub credential: Option<Credential>,
 }
 
 impl Provider {
@@ -52,11 +55,17 @@ impl Provider {
             health,
             limiter,
             settings,
+            credential: None,
         };
         if let Some(a) = addr {
             p.set_address(a);
         }
         p
+    }
+
+    pub fn with_credential(mut self, credential: Option<Credential>) -> Provider {
+        self.credential = credential;
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -103,6 +112,18 @@ impl Provider {
                 true
             }
             None => false,
+        }
+    }
+
+    /// The state reported in `/health`, `/stats` and metrics: the circuit's,
+    /// except that a cloud provider without usable credentials is
+    /// `unhealthy` however its circuit looks (it cannot serve, and would
+    /// otherwise look healthy until a request found out).
+    pub fn state(&self, now: std::time::Instant) -> ProviderState {
+        let state = self.health.snapshot(now).state;
+        match &self.credential {
+            Some(c) if state == ProviderState::Healthy && !c.is_ready() => ProviderState::Unhealthy,
+            _ => state,
         }
     }
 

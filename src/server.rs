@@ -61,7 +61,6 @@ pub fn resolve_all(cfg: &Config, limit: Duration) -> Vec<Option<SocketAddr>> {
 
 pub fn run(opts: ServeOptions) -> i32 {
     let (source, loaded) = load_config(opts.config.as_deref());
-    let loaded = loaded.and_then(crate::cloud::refuse_unwired);
     let cfg = match loaded {
         Ok(c) => c,
         Err(errs) => {
@@ -146,6 +145,7 @@ pub fn run(opts: ServeOptions) -> i32 {
     crate::lifecycle::reload::add_service(&mut server, app.clone());
     crate::health::probe::add_service(&mut server, app.clone());
     crate::control::add_service(&mut server, app.clone());
+    crate::cloud::service::add_service(&mut server, app.clone());
 
     crate::logging::event(log::Level::Info, "started")
         .field("version", env!("CARGO_PKG_VERSION"))

@@ -245,7 +245,7 @@ impl Stats {
                     provider_counts.get(p.name()).copied().unwrap_or_default();
                 json!({
                     "name": p.name(),
-                    "state": s.state.as_str(),
+                    "state": p.state(now).as_str(),
                     "consecutive_failures": s.consecutive_failures,
                     "last_error_class": s.last_error_class.map(|c| c.as_str()),
                     "ttfb_ewma_ms": s.ttfb_ewma.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),

@@ -13,12 +13,23 @@
 //!   the request path;
 //! - [`eventstream`] turns Bedrock's `application/vnd.amazon.eventstream`
 //!   response into the SSE an Anthropic client expects, and [`bedrock`] /
-//!   [`vertex`] turn each cloud's error answers into Anthropic's.
+//!   [`vertex`] turn each cloud's error answers into Anthropic's;
+//! - [`auth`] holds the process's two credential cells (on
+//!   [`crate::app::App`], so they outlive reloads) and authorises one
+//!   attempt; [`service`] runs their refresh loops while a provider needs
+//!   them.
+//!
+//! The request path (`crate::forward`) uses these per attempt: a path a
+//! cloud does not serve skips the provider, the request is built and then
+//! signed (or given a token) right before it goes, a cloud's error answer
+//! is rewritten and classified before the failover decision, and a Bedrock
+//! stream is decoded into SSE before anything else looks at it.
 //!
 //! The error helpers here are the one place that maps Anthropic error types
 //! to statuses and classes, so a cloud's error, rendered for the client and
 //! classified again by type, lands in the same class.
 
+pub mod auth;
 pub mod aws_credentials;
 pub mod bedrock;
 pub mod beta;
@@ -27,10 +38,11 @@ pub mod eventstream;
 pub mod gcp_token;
 pub mod refresh;
 pub mod request;
+pub mod service;
 pub mod sigv4;
 pub mod vertex;
 
-use crate::config::{Config, ConfigError, ConfigErrors, ProviderKind};
+use crate::config::ProviderKind;
 use crate::outcome::{classify_status, ErrorClass};
 use bytes::Bytes;
 
@@ -43,34 +55,6 @@ pub fn default_base_url(kind: &ProviderKind) -> String {
         ProviderKind::Direct => String::new(),
         ProviderKind::Bedrock { region } => bedrock::default_base_url(region),
         ProviderKind::Vertex { region, .. } => vertex::default_base_url(region),
-    }
-}
-
-/// Refuses to serve a config with cloud providers until the request path
-/// signs and decodes for them: sent as a direct provider, a Bedrock or
-/// Vertex provider would get the client's own key passed through to the
-/// cloud. `steadfast check` accepts such configs; `serve` and reloads use
-/// this gate. (Phase 2 of the cloud providers removes it.)
-pub fn refuse_unwired(cfg: Config) -> Result<Config, ConfigErrors> {
-    let errs: Vec<ConfigError> = cfg
-        .providers
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.kind.is_cloud())
-        .map(|(i, p)| {
-            ConfigError::new(
-                format!("providers[{i}].kind"),
-                format!(
-                    "kind {} is accepted by `steadfast check` but not served by this build yet",
-                    p.kind.as_str()
-                ),
-            )
-        })
-        .collect();
-    if errs.is_empty() {
-        Ok(cfg)
-    } else {
-        Err(ConfigErrors(errs))
     }
 }
 

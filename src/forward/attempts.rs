@@ -3,6 +3,7 @@
 //! known to be the last one. The sequencing policy lives in [`super::plan`];
 //! this file is the I/O around it.
 
+use super::cloud::CloudAttempt;
 use super::decode::Decode;
 use super::hold::{self, HoldEnd};
 use super::intake::{acquire, client_gone, left_while_queued, Slot};
@@ -13,6 +14,7 @@ use super::{Ctx, Handled};
 use crate::affinity::AffinityResult;
 use crate::app::{App, Route, Runtime};
 use crate::body::RequestMeta;
+use crate::cloud::beta;
 use crate::config::Api;
 use crate::content;
 use crate::dialect::LocalError;
@@ -64,12 +66,14 @@ pub(super) struct Failure {
 
 /// What one attempt sends, built before it is counted.
 pub(super) struct Outgoing {
-    head: BytesMut,
-    body: Bytes,
-    translation: Option<Translation>,
+    pub(super) head: BytesMut,
+    pub(super) body: Bytes,
+    pub(super) translation: Option<Translation>,
     /// The attempt's trace span (0 untraced), already in the head's
     /// `traceparent`.
-    span_id: u64,
+    pub(super) span_id: u64,
+    /// A cloud provider's attempt ([`super::cloud`]).
+    pub(super) cloud: Option<CloudAttempt>,
 }
 
 /// A translated attempt: the dialects on each side and what the answer
@@ -324,12 +328,17 @@ impl<'a> Attempts<'a> {
         let classes: Vec<ErrorClass> = self.failures.iter().map(|f| f.class).collect();
         let kind = match outcome::status_for_failed_attempts(&classes) {
             // No provider could take the request as it is: the request's
-            // problem, not an outage.
+            // problem, not an outage; a path no provider here serves (a
+            // route of clouds asked for /v1/models) is not found.
             _ if made == 0
                 && !self.failures.is_empty()
                 && self.failures.iter().all(|f| f.skipped) =>
             {
-                LocalError::BadRequest
+                if self.path_served_nowhere(&s.req_header().method, &ctx.rec.path) {
+                    LocalError::NoRoute
+                } else {
+                    LocalError::BadRequest
+                }
             }
             (504, _) => LocalError::AllTimeout,
             _ => LocalError::AllNetwork,
@@ -364,6 +373,9 @@ impl<'a> Attempts<'a> {
         ctx: &Ctx,
         p: &Provider,
     ) -> std::result::Result<Outgoing, String> {
+        if p.settings.kind.is_cloud() {
+            return self.prepare_cloud(req, ctx, p);
+        }
         let route = &self.route.settings;
         let plan = if route.translate {
             translate::plan(route.api, p.settings.api, &ctx.rec.path)
@@ -424,6 +436,24 @@ impl<'a> Attempts<'a> {
         // One snapshot of the key for the whole attempt: a rotation now
         // reaches the next attempt, never half of this one.
         let key = p.key();
+        // The provider's `anthropic_beta` allow/deny list, applied to the
+        // header a direct Anthropic provider reads its flags from.
+        let beta = match p.settings.api {
+            Api::Anthropic => beta::header_edit(&p.settings.anthropic_beta, &req.headers),
+            _ => beta::HeaderEdit::Keep,
+        };
+        let (fewer, more): (Vec<&str>, Vec<(&str, &str)>);
+        let (drop, extra) = match &beta {
+            beta::HeaderEdit::Keep => (drop, extra),
+            beta::HeaderEdit::Remove => {
+                fewer = [drop, &[beta::HEADER]].concat();
+                (&fewer[..], extra)
+            }
+            beta::HeaderEdit::Replace(v) => {
+                more = [extra, &[(beta::HEADER, v.to_str().unwrap_or_default())]].concat();
+                (drop, &more[..])
+            }
+        };
         let target = UpstreamTarget {
             path,
             drop,
@@ -463,6 +493,7 @@ impl<'a> Attempts<'a> {
             body,
             translation,
             span_id,
+            cloud: None,
         })
     }
 
@@ -481,6 +512,7 @@ impl<'a> Attempts<'a> {
             body,
             translation,
             span_id,
+            cloud,
         } = out;
         let mut t = Try {
             p: p.clone(),
@@ -499,6 +531,12 @@ impl<'a> Attempts<'a> {
         // stream_idle_ms alone (see relay): a long, healthy answer is
         // never cut.
         let deadline = ctx.rec.started + p.settings.timeouts.total;
+        if let Some(why) = cloud.as_ref().and_then(|c| c.unavailable.clone()) {
+            // Nothing to sign with: not a mystery 403 from the cloud, but
+            // the reason, and the provider judged as for a rejected key.
+            let failed = Failed::new(ErrorClass::Auth, false);
+            return self.fail(ctx, &t, failed, why, None, None);
+        }
 
         let Some(peer) = p.peer() else {
             return self.fail(
@@ -542,7 +580,7 @@ impl<'a> Attempts<'a> {
                 None,
             );
         };
-        let status = head.status.as_u16();
+        let mut status = head.status.as_u16();
         t.status = Some(status);
         t.upstream_request_id = headers::upstream_request_id(&head.headers);
         if status == 101 {
@@ -563,16 +601,48 @@ impl<'a> Attempts<'a> {
                 None,
             );
         }
+        let idle = p.settings.timeouts.stream_idle;
+        let mut detail = format!("status {status}");
+        // The body read before deciding: a 4xx that may say the prompt is
+        // too long, a 2xx JSON answer checked for content, a cloud's error.
+        let mut read: Option<Held> = None;
+        // A cloud's error answer is Anthropic's before anything judges it:
+        // its class follows the cloud's error type, not only the status.
+        if let Some(c) = cloud
+            .as_ref()
+            .filter(|_| !(200..300).contains(&status) && !self.head_request)
+        {
+            let held = self
+                .read_body(ctx, &mut up, idle, deadline, MAX_HELD_ERROR_BODY)
+                .await;
+            read = Some(match held {
+                Held::Complete(b) => {
+                    let e = c.error(status, &head.headers, &b);
+                    if let Err(err) = replace_body(&mut head, e.status, e.body.len()) {
+                        let failed = Failed::new(ErrorClass::Network, false);
+                        return self.fail(ctx, &t, failed, describe(&err), None, None);
+                    }
+                    if e.status != status {
+                        detail = format!("status {status}, answered as {}", e.status);
+                    }
+                    status = e.status;
+                    Held::Complete(e.body)
+                }
+                other => other,
+            });
+        }
         let mut class = outcome::classify_status(status);
+        if class == Some(ErrorClass::Auth) {
+            // The cloud refused the credentials held (expired, revoked):
+            // fetch new ones now rather than at the next scheduled refresh.
+            if let Some(c) = &cloud {
+                c.credential.refresh_soon();
+            }
+        }
         let mut retry_after = match status {
             429 | 503 => crate::health::retry_after(&head.headers, SystemTime::now()),
             _ => None,
         };
-        let idle = p.settings.timeouts.stream_idle;
-        let mut detail = format!("status {status}");
-        // The body read before deciding: a 4xx that may say the prompt is
-        // too long, a 2xx JSON answer checked for content.
-        let mut read: Option<Held> = None;
 
         // A 4xx the status calls `request` may be a context-window
         // overflow, which the next provider's model may take: its body
@@ -581,9 +651,13 @@ impl<'a> Attempts<'a> {
             && matches!(status, 400 | 413 | 422)
             && !self.head_request
         {
-            let held = self
-                .read_body(ctx, &mut up, idle, deadline, MAX_HELD_ERROR_BODY)
-                .await;
+            let held = match read.take() {
+                Some(h) => h,
+                None => {
+                    self.read_body(ctx, &mut up, idle, deadline, MAX_HELD_ERROR_BODY)
+                        .await
+                }
+            };
             if let Held::Complete(b) = &held {
                 let v = content::request_error(b);
                 class = Some(v.class);
@@ -593,6 +667,20 @@ impl<'a> Attempts<'a> {
             }
             read = Some(held);
         }
+
+        // A Bedrock stream is the SSE it will be decoded into.
+        let eventstream = match &cloud {
+            Some(c) if class.is_none() && (200..300).contains(&status) => {
+                match c.stream_head(&mut head) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let failed = Failed::new(ErrorClass::Network, false);
+                        return self.fail(ctx, &t, failed, describe(&e), None, None);
+                    }
+                }
+            }
+            _ => false,
+        };
 
         // A 2xx JSON answer with no content and no tool call is `empty`:
         // read whole before anything is sent (a whole answer reaches the
@@ -718,6 +806,9 @@ impl<'a> Attempts<'a> {
             Some(tr) if sse => Decode::translate(tr.upstream, tr.client, &tr.reply),
             _ => Decode::Plain,
         };
+        if eventstream {
+            decode = Decode::eventstream(decode);
+        }
         if class.is_none() && (200..300).contains(&status) && !self.head_request && sse {
             let waited = Instant::now();
             let budget = hold::Budget {

@@ -1,11 +1,17 @@
 //! A streamed response body on its way from a provider to the client when
 //! the two do not speak alike: a translated attempt's provider stream is
 //! turned, event by event, into whole events of the client's dialect
-//! (`routes[].translate`). Everything downstream (the hold until first
-//! content, the relay, usage and error watching) then sees the client's
-//! dialect only.
+//! (`routes[].translate`), and a Bedrock eventstream into the Anthropic SSE
+//! it carries (then translated too when the route translates). Everything
+//! downstream (the hold until first content, the relay, usage and error
+//! watching) then sees the client's dialect only.
+//!
+//! A stream that cannot be decoded (a corrupt or cut eventstream frame) is
+//! [`Broken`], which the callers treat like a broken connection.
 
+use crate::cloud::eventstream::EventStreamDecoder;
 use crate::config::Api;
+use crate::outcome::ErrorClass;
 use crate::resume::Stitcher;
 use crate::sse::{self, SseFramer};
 use crate::translate::{ReplyContext, StreamEnd, StreamSummary, StreamTranslator};
@@ -33,12 +39,31 @@ pub(super) enum Decode {
     /// The continuation of a stream cut mid-text, stitched into the
     /// client's open stream (`retry.resume_streams`).
     Stitch(Box<Stitching>),
+    /// A Bedrock eventstream: frames in, Anthropic SSE handed on to the
+    /// next stage (plain or translated).
+    EventStream(Box<EventStreaming>),
 }
 
 pub(super) struct Stitching {
     framer: SseFramer,
     pub(super) stitcher: Stitcher,
     out: BytesMut,
+}
+
+pub(super) struct EventStreaming {
+    decoder: EventStreamDecoder,
+    then: Decode,
+    /// Whether the eventstream was found cut at its end (remembered:
+    /// `finish` is idempotent).
+    cut: Option<bool>,
+}
+
+/// The provider's stream cannot be decoded: like a broken connection, of
+/// this class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Broken {
+    pub(super) class: ErrorClass,
+    pub(super) detail: String,
 }
 
 pub(super) struct Translating {
@@ -66,24 +91,48 @@ impl Decode {
         }))
     }
 
+    /// Decode a Bedrock eventstream first, then go on as `then`.
+    pub(super) fn eventstream(then: Decode) -> Decode {
+        Decode::EventStream(Box::new(EventStreaming {
+            decoder: EventStreamDecoder::new(),
+            then,
+            cut: None,
+        }))
+    }
+
     /// Upstream bytes in; what the client gets out (whole events when
-    /// translating; `None` while a partial event waits for its end).
-    pub(super) fn push(&mut self, chunk: Bytes) -> Option<Bytes> {
+    /// translating or decoding; `None` while a partial event or frame
+    /// waits for its end).
+    pub(super) fn push(&mut self, chunk: Bytes) -> Result<Option<Bytes>, Broken> {
         match self {
-            Decode::Plain => Some(chunk),
+            Decode::Plain => Ok(Some(chunk)),
             Decode::Stitch(t) => {
-                let events = t.framer.push(chunk)?;
+                let Some(events) = t.framer.push(chunk) else {
+                    return Ok(None);
+                };
                 for (name, data) in sse::events(&events) {
                     t.stitcher.push(name, &data, &mut t.out);
                 }
-                (!t.out.is_empty()).then(|| t.out.split().freeze())
+                Ok((!t.out.is_empty()).then(|| t.out.split().freeze()))
             }
             Decode::Translate(t) => {
-                let events = t.framer.push(chunk)?;
+                let Some(events) = t.framer.push(chunk) else {
+                    return Ok(None);
+                };
                 for (name, data) in sse::events(&events) {
                     t.tr.push(name, &data, &mut t.out);
                 }
-                (!t.out.is_empty()).then(|| t.out.split().freeze())
+                Ok((!t.out.is_empty()).then(|| t.out.split().freeze()))
+            }
+            Decode::EventStream(e) => {
+                let sse = e.decoder.push(&chunk).map_err(|err| Broken {
+                    class: err.class(),
+                    detail: err.to_string(),
+                })?;
+                if sse.is_empty() {
+                    return Ok(None);
+                }
+                e.then.push(sse)
             }
         }
     }
@@ -122,6 +171,16 @@ impl Decode {
                 t.ended = Some(end);
                 ((!t.out.is_empty()).then(|| t.out.split().freeze()), end)
             }
+            Decode::EventStream(e) => {
+                // Half a frame left over: the stream was cut, however
+                // well-formed what came before it.
+                let cut = *e.cut.get_or_insert_with(|| e.decoder.finish().is_err());
+                let (tail, end) = e.then.finish();
+                match end {
+                    End::Complete if cut => (tail, End::Truncated),
+                    end => (tail, end),
+                }
+            }
         }
     }
 
@@ -131,6 +190,7 @@ impl Decode {
         match self {
             Decode::Plain | Decode::Stitch(_) => None,
             Decode::Translate(t) => Some(t.tr.summary()),
+            Decode::EventStream(e) => e.then.summary(),
         }
     }
 }
@@ -143,7 +203,10 @@ mod tests {
     fn plain_bodies_pass_through_untouched() {
         let mut d = Decode::Plain;
         let chunk = Bytes::from_static(b"data: x");
-        assert_eq!(d.push(chunk.clone()).unwrap().as_ptr(), chunk.as_ptr());
+        assert_eq!(
+            d.push(chunk.clone()).unwrap().unwrap().as_ptr(),
+            chunk.as_ptr()
+        );
         assert_eq!(d.finish(), (None, End::Complete));
     }
 
@@ -166,7 +229,10 @@ mod tests {
             let mut out = Vec::new();
             let mut at = 0;
             for &c in cuts.iter().chain(std::iter::once(&chat.len())) {
-                if let Some(b) = d.push(Bytes::copy_from_slice(&chat.as_bytes()[at..c])) {
+                if let Some(b) = d
+                    .push(Bytes::copy_from_slice(&chat.as_bytes()[at..c]))
+                    .unwrap()
+                {
                     out.extend_from_slice(&b);
                 }
                 at = c;
@@ -202,7 +268,115 @@ mod tests {
         let mut d = Decode::translate(Api::OpenAi, Api::Anthropic, &ReplyContext::default());
         d.push(Bytes::from_static(
             b"data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
-        ));
+        ))
+        .unwrap();
         assert_eq!(d.finish().1, End::Truncated);
+    }
+
+    mod eventstream {
+        use super::*;
+        use crate::cloud::eventstream::encode::{chunk, exception};
+
+        const START: &str = r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[],"usage":{"input_tokens":3,"output_tokens":1}}}"#;
+        const BLOCK: &str =
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#;
+        const DELTA: &str =
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#;
+        const BLOCK_STOP: &str = r#"{"type":"content_block_stop","index":0}"#;
+        const MSG_DELTA: &str = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}"#;
+        const STOP: &str = r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":3,"outputTokenCount":2}}"#;
+
+        fn wire(events: &[&str]) -> Vec<u8> {
+            events.iter().flat_map(|e| chunk(e).to_vec()).collect()
+        }
+
+        /// Feed `wire` in pieces of `size`; the output and how it ended.
+        fn run(d: &mut Decode, wire: &[u8], size: usize) -> (String, Result<End, Broken>) {
+            let mut out = Vec::new();
+            for piece in wire.chunks(size) {
+                match d.push(Bytes::copy_from_slice(piece)) {
+                    Ok(Some(b)) => out.extend_from_slice(&b),
+                    Ok(None) => {}
+                    Err(b) => return (String::from_utf8(out).unwrap(), Err(b)),
+                }
+            }
+            let (tail, end) = d.finish();
+            out.extend_from_slice(&tail.unwrap_or_default());
+            (String::from_utf8(out).unwrap(), Ok(end))
+        }
+
+        #[test]
+        fn frames_become_the_anthropic_sse_they_carry() {
+            let w = wire(&[START, BLOCK, DELTA, BLOCK_STOP, MSG_DELTA, STOP]);
+            for size in [1, 7, 64, w.len()] {
+                let mut d = Decode::eventstream(Decode::Plain);
+                let (out, end) = run(&mut d, &w, size);
+                assert_eq!(end, Ok(End::Complete));
+                let names: Vec<_> = sse::events(out.as_bytes())
+                    .map(|(n, _)| n.unwrap().to_string())
+                    .collect();
+                assert_eq!(
+                    names,
+                    [
+                        "message_start",
+                        "content_block_start",
+                        "content_block_delta",
+                        "content_block_stop",
+                        "message_delta",
+                        "message_stop"
+                    ],
+                    "size {size}"
+                );
+                assert!(out.contains(STOP), "the metrics event goes on as it is");
+            }
+        }
+
+        #[test]
+        fn a_bedrock_stream_is_translated_for_an_openai_client() {
+            let w = wire(&[START, BLOCK, DELTA, BLOCK_STOP, MSG_DELTA, STOP]);
+            let ctx = ReplyContext {
+                stream: true,
+                include_usage: true,
+                created: 1,
+            };
+            let mut d = Decode::eventstream(Decode::translate(Api::Anthropic, Api::OpenAi, &ctx));
+            let (out, end) = run(&mut d, &w, 13);
+            assert_eq!(end, Ok(End::Complete));
+            assert!(out.contains("chat.completion.chunk"), "{out}");
+            assert!(out.contains("\"Hi\""), "{out}");
+            assert!(out.trim_end().ends_with("data: [DONE]"), "{out}");
+            let usage = d.summary().map(|s| (s.usage.input, s.usage.output));
+            assert_eq!(usage, Some((3, 2)), "Bedrock's metrics do not count twice");
+        }
+
+        #[test]
+        fn an_exception_becomes_an_error_event_and_a_corrupt_frame_a_broken_stream() {
+            let mut w = wire(&[START]);
+            w.extend_from_slice(&exception("throttlingException", "slow down"));
+            let mut d = Decode::eventstream(Decode::Plain);
+            let (out, end) = run(&mut d, &w, 5);
+            assert_eq!(end, Ok(End::Complete));
+            let last = sse::events(out.as_bytes()).last().unwrap();
+            assert_eq!(last.0, Some("error"));
+            assert!(last.1.contains("rate_limit_error"), "{}", last.1);
+
+            let mut bad = wire(&[START, BLOCK]);
+            bad[20] ^= 0x40;
+            let mut d = Decode::eventstream(Decode::Plain);
+            let (_, end) = run(&mut d, &bad, bad.len());
+            let broken = end.unwrap_err();
+            assert_eq!(broken.class, ErrorClass::Network);
+            assert!(broken.detail.contains("corrupt"), "{}", broken.detail);
+        }
+
+        #[test]
+        fn a_stream_cut_inside_a_frame_is_truncated_and_stays_so() {
+            let w = wire(&[START, BLOCK, DELTA]);
+            let mut d = Decode::eventstream(Decode::Plain);
+            let (out, end) = run(&mut d, &w[..w.len() - 9], 16);
+            assert_eq!(end, Ok(End::Truncated));
+            assert_eq!(sse::events(out.as_bytes()).count(), 2);
+            assert_eq!(d.finish(), (None, End::Truncated), "finish is idempotent");
+        }
     }
 }

@@ -148,8 +148,18 @@ pub(super) async fn hold(
         match read {
             Ok(Ok(Some(chunk))) => {
                 // The client's dialect, whatever the provider speaks.
-                let Some(chunk) = decode.push(chunk) else {
-                    continue;
+                let chunk = match decode.push(chunk) {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => continue,
+                    Err(b) => {
+                        return HoldEnd::Failed {
+                            class: b.class,
+                            detail: format!("the stream broke before any content: {}", b.detail),
+                            retry_after: None,
+                            held: None,
+                            body_done: false,
+                        }
+                    }
                 };
                 if let Some(end) = decided(&mut holder, chunk, false) {
                     return end;

@@ -11,6 +11,7 @@
 //! error event in the client's dialect.
 
 mod attempts;
+mod cloud;
 mod decode;
 mod hold;
 mod intake;

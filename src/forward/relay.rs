@@ -405,8 +405,11 @@ async fn pump(
         ctx.rec.upstream_wait += waited.elapsed();
         match step {
             Step::Upstream(Ok(Ok(Some(chunk)))) => {
-                let Some(chunk) = decode.push(chunk) else {
-                    continue;
+                let chunk = match decode.push(chunk) {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => continue,
+                    // An undecodable stream is a broken one.
+                    Err(b) => return End::Broken(b.class, b.detail),
                 };
                 let out = match framer.as_mut() {
                     Some(f) => f.push(chunk),

@@ -12,6 +12,16 @@
 //!
 //! Every probe goes on a fresh connection, with the provider's own key when
 //! it has one and no credential at all otherwise.
+//!
+//! A cloud provider (`kind: bedrock|vertex`) serves no `/v1/models`, and an
+//! unsigned request proves nothing about a signed one; its only request
+//! costs tokens. Its recovery probe is therefore [`Check::Reachable`]:
+//! its credentials are at hand and its endpoint accepts a connection
+//! (TCP and TLS), with no request sent. Weaker evidence than a request, as
+//! any probe is: the circuit it closes is on probation, and the next real
+//! failure reopens it. It is what brings back a provider ejected for
+//! missing credentials once they arrive, without waiting out the longest
+//! ejection.
 
 use crate::app::App;
 use crate::config::{Api, HealthSettings, ProbeSettings, ProviderSettings};
@@ -59,6 +69,9 @@ pub enum Check {
     HealthCheck,
     /// Any answer below 500 shows the server is up.
     Liveness,
+    /// A cloud provider: credentials ready and a connection accepted; no
+    /// request is sent ([`reachable`]).
+    Reachable,
 }
 
 /// What one probe sends and how its answer is judged.
@@ -82,6 +95,11 @@ impl Target {
     pub fn recovery(p: &ProviderSettings, health: &HealthSettings) -> Target {
         match &p.health_check {
             Some(hc) => Target::health_check(hc),
+            None if p.kind.is_cloud() => Target {
+                path: String::new(),
+                timeout: health.probe_timeout(),
+                check: Check::Reachable,
+            },
             None => Target {
                 path: LIVENESS_PATH.to_string(),
                 timeout: health.probe_timeout(),
@@ -98,6 +116,9 @@ pub enum ProbeError {
     Timeout(u128),
     #[error("{0}")]
     Network(String),
+    /// A cloud provider has no credentials to sign with.
+    #[error("{0}")]
+    Credentials(String),
 }
 
 fn net(e: impl std::fmt::Display) -> ProbeError {
@@ -118,8 +139,10 @@ pub fn verdict(
         Ok(s) => *s,
         Err(ProbeError::Timeout(_)) => return Err(ErrorClass::Timeout),
         Err(ProbeError::Network(_)) => return Err(ErrorClass::Network),
+        Err(ProbeError::Credentials(_)) => return Err(ErrorClass::Auth),
     };
     match status {
+        _ if check == Check::Reachable => Ok(()),
         401 | 403 if keyed => Err(ErrorClass::Auth),
         401 | 403 | 429 => Ok(()),
         500.. => Err(ErrorClass::Server),
@@ -235,7 +258,10 @@ async fn probe_and_record(
 ) {
     let claim = Claim(recovery.then(|| p.health.clone()));
     let sent_at = Instant::now();
-    let answer = probe_once(&app, &p, &target).await;
+    let answer = match target.check {
+        Check::Reachable => reachable(&app, &p, &target).await,
+        Check::HealthCheck | Check::Liveness => probe_once(&app, &p, &target).await,
+    };
     let verdict = verdict(&answer, target.check, p.key().is_some());
     let streak = streaks.bump(p.name(), verdict.is_ok());
     let report = ProbeReport {
@@ -264,6 +290,7 @@ async fn probe_and_record(
             .field(
                 "result",
                 match answer {
+                    Ok(_) if target.check == Check::Reachable => "connected".to_string(),
                     Ok(s) => format!("status {s}"),
                     Err(e) => e.to_string(),
                 },
@@ -328,6 +355,23 @@ pub async fn probe_once(app: &App, p: &Provider, target: &Target) -> Result<u16,
     };
     match tokio::time::timeout(target.timeout, work).await {
         Ok(r) => r,
+        Err(_) => Err(ProbeError::Timeout(target.timeout.as_millis())),
+    }
+}
+
+/// A cloud provider's probe ([`Check::Reachable`]): its credentials, then
+/// a fresh connection to its endpoint, closed at once. `Ok(0)`: no status,
+/// since no request went.
+pub async fn reachable(app: &App, p: &Provider, target: &Target) -> Result<u16, ProbeError> {
+    if let Some(c) = p.credential.as_ref().filter(|c| !c.is_ready()) {
+        return Err(ProbeError::Credentials(c.unavailable_reason()));
+    }
+    let peer = p
+        .peer()
+        .ok_or_else(|| ProbeError::Network("host not resolved".into()))?;
+    match tokio::time::timeout(target.timeout, app.transport.new_stream(&*peer)).await {
+        Ok(Ok(_stream)) => Ok(0),
+        Ok(Err(e)) => Err(net(e)),
         Err(_) => Err(ProbeError::Timeout(target.timeout.as_millis())),
     }
 }
@@ -409,6 +453,39 @@ mod tests {
         };
         p.health_check = Some(hc.clone());
         assert_eq!(Target::recovery(&p, &cfg.health), Target::health_check(&hc));
+    }
+
+    #[test]
+    fn a_cloud_provider_is_probed_for_reachability_not_with_a_request() {
+        let cfg = crate::config::load(&crate::config::ConfigSource::Builtin, &|_| None)
+            .expect("built-in config");
+        let mut p = cfg.providers[0].clone();
+        p.kind = crate::config::ProviderKind::Bedrock {
+            region: "us-east-1".into(),
+        };
+        let t = Target::recovery(&p, &cfg.health);
+        assert_eq!(t.check, Check::Reachable);
+        assert_eq!(t.timeout, cfg.health.probe_timeout());
+        // Connected: up, whatever "status" stands in; no credentials: auth.
+        assert_eq!(verdict(&Ok(0), Check::Reachable, false), Ok(()));
+        assert_eq!(
+            verdict(
+                &Err(ProbeError::Credentials(
+                    "AWS credentials unavailable".into()
+                )),
+                Check::Reachable,
+                false
+            ),
+            Err(ErrorClass::Auth)
+        );
+        assert_eq!(
+            verdict(
+                &Err(ProbeError::Network("refused".into())),
+                Check::Reachable,
+                false
+            ),
+            Err(ErrorClass::Network)
+        );
     }
 
     #[test]

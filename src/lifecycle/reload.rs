@@ -97,7 +97,6 @@ pub async fn reload(app: &App, trigger: &str) -> bool {
         })
         .await
     };
-    let loaded = loaded.map(|l| l.and_then(crate::cloud::refuse_unwired));
     let cfg = match loaded {
         Ok(Ok(cfg)) => cfg,
         Ok(Err(errs)) => {

@@ -406,6 +406,11 @@ pub enum BedrockMode {
     Exception(&'static str),
     /// A stream cut in the middle of its third frame.
     CutMidStream,
+    /// A stream with its first content (`message_start`,
+    /// `content_block_start`, one delta) and then this exception frame.
+    ExceptionAfterContent(&'static str),
+    /// Any error answer: status, `x-amzn-errortype` name, message.
+    Error(u16, &'static str, &'static str),
 }
 
 pub const BEDROCK_TEXT: &str = "Hello from bedrock";
@@ -533,15 +538,22 @@ fn bedrock_answer(state: &Mutex<BedrockState>, req: Received) -> Reply {
             "ExpiredTokenException",
             "The security token included in the request is expired",
         ),
+        BedrockMode::Error(status, ty, message) => bedrock_error(status, ty, message),
         _ if !stream => Reply::json(200, anthropic_message(&model, BEDROCK_TEXT)),
         mode => {
-            let events = anthropic_stream_events(&model, BEDROCK_TEXT);
+            let events = bedrock_stream_events(&model, BEDROCK_TEXT);
             let mut frames: Vec<Vec<u8>> =
                 events.iter().map(|e| encode::chunk(e).to_vec()).collect();
             let mut finish = true;
             match mode {
                 BedrockMode::Exception(ty) => {
                     frames.truncate(1);
+                    frames.push(
+                        encode::exception(ty, "Bedrock could not finish this stream").to_vec(),
+                    );
+                }
+                BedrockMode::ExceptionAfterContent(ty) => {
+                    frames.truncate(3);
                     frames.push(
                         encode::exception(ty, "Bedrock could not finish this stream").to_vec(),
                     );
@@ -585,6 +597,25 @@ pub fn anthropic_message(model: &str, text: &str) -> serde_json::Value {
         "stop_sequence": null,
         "usage": {"input_tokens": 5, "output_tokens": 4}
     })
+}
+
+/// The events of a Bedrock stream answering `text`: Anthropic's, with
+/// Bedrock's `amazon-bedrock-invocationMetrics` in the last one.
+pub fn bedrock_stream_events(model: &str, text: &str) -> Vec<String> {
+    let mut events = anthropic_stream_events(model, text);
+    if let Some(last) = events.last_mut() {
+        *last = serde_json::json!({
+            "type": "message_stop",
+            "amazon-bedrock-invocationMetrics": {
+                "inputTokenCount": 5,
+                "outputTokenCount": 4,
+                "invocationLatency": 812,
+                "firstByteLatency": 303
+            }
+        })
+        .to_string();
+    }
+    events
 }
 
 /// The events of an Anthropic stream answering `text`, as JSON strings.

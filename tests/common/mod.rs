@@ -101,6 +101,7 @@ pub struct Proxy {
 pub struct ProxyBuilder {
     body: String,
     env: Vec<(String, String)>,
+    env_removed: Vec<String>,
     name: String,
     args: Vec<String>,
     /// Files written into the test directory before the start.
@@ -112,6 +113,12 @@ pub struct ProxyBuilder {
 impl ProxyBuilder {
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Start the proxy without this variable of the test's environment.
+    pub fn env_remove(mut self, k: &str) -> Self {
+        self.env_removed.push(k.into());
         self
     }
 
@@ -196,6 +203,9 @@ impl ProxyBuilder {
         cmd.current_dir(dir);
         cmd.env_remove("STEADFAST_CONFIG");
         cmd.env("RUST_LOG", "info");
+        for k in &self.env_removed {
+            cmd.env_remove(k);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -212,6 +222,7 @@ impl Proxy {
         ProxyBuilder {
             body: body.to_string(),
             env: Vec::new(),
+            env_removed: Vec::new(),
             name: name.to_string(),
             args: Vec::new(),
             files: Vec::new(),

@@ -4,42 +4,28 @@
 //! The static checks (schemas, kustomize, compose, systemd-analyze,
 //! hadolint) are in scripts/validate-deploy.sh.
 //!
-//! Self-contained on purpose (no `mod common`): nothing here needs a mock
-//! provider, and the processes under test are started by shell scripts.
+//! Nothing here needs a mock provider (the processes under test are
+//! started by shell scripts); ports and directories come from the shared
+//! test helpers like everywhere else.
 
+mod common;
+
+use common::{bin, free_addr, test_dir as shared_test_dir};
 use serde_yaml::Value;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_steadfast")
-}
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-}
-
 fn test_dir(name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "deploy-{name}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("test dir");
-    dir
+    shared_test_dir(&format!("deploy-{name}"))
 }
 
 fn yaml_file(rel: &str) -> Value {

@@ -302,3 +302,9 @@ mod tests {
         assert!(head_problem(None, &req(http::Version::HTTP_2, false), 100).is_none());
     }
 }
+
+/// In-process tests of the request path's I/O pieces: bytes scripted into
+/// the upstream exchange and through the relay, without starting the
+/// binary.
+#[cfg(test)]
+mod io_tests;

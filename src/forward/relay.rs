@@ -384,7 +384,7 @@ pub(super) struct Stream {
 
 /// Relay the upstream body to the client until it ends, breaks, or the
 /// client leaves.
-async fn pump(
+pub(super) async fn pump(
     s: &mut Session,
     ctx: &mut Ctx,
     up: &mut UpstreamSession,
@@ -469,7 +469,7 @@ pub(super) struct Sink {
 }
 
 impl Sink {
-    fn new(api: Api, sse: bool, resume: bool) -> Sink {
+    pub(super) fn new(api: Api, sse: bool, resume: bool) -> Sink {
         Sink {
             sse,
             meter: UsageMeter::new(api, sse),

@@ -330,6 +330,14 @@ impl ProviderHealth {
         availability(&self.at(now), now)
     }
 
+    /// What ordering a request's candidates needs, under one lock (the
+    /// request path reads every provider of a route per request; several
+    /// lock round trips per provider are shared cache lines on every core).
+    pub fn candidate(&self, now: Instant) -> (Availability, Option<Instant>) {
+        let b = self.at(now);
+        (availability(&b, now), b.last_failure_at)
+    }
+
     /// Claim the right to send an attempt. A half-open provider admits one
     /// trial at a time; `force` admits regardless (the last resort when
     /// nothing else is left). Returns whether this attempt is the trial.

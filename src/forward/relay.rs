@@ -546,6 +546,7 @@ impl Sink {
             // A continuation's message_start is not forwarded; its input
             // was billed all the same.
             usage.input += st.stitcher.input_tokens;
+            ctx.rec.resumed_overlap_trimmed = Some(st.stitcher.trimmed);
         }
         ctx.rec.usage = usage;
         if model.is_some() {

@@ -191,6 +191,49 @@ async fn an_error_inside_a_translated_200_fails_over_before_content() {
     assert_eq!(log["attempt_chain"][0]["pre_content"], true, "{log}");
 }
 
+/// Claude Code 2.1 puts system text in messages of role "system" (after
+/// the last user turn); a translated route must carry them, not refuse
+/// every request Claude Code makes.
+#[tokio::test]
+async fn claude_codes_mid_conversation_system_messages_reach_a_chat_provider() {
+    let m = mock(MockApi::OpenAi, "gpt", Behavior::default()).await;
+    let yaml = format!(
+        "providers:\n{}routes:\n  - {{ name: m, paths: [\"/v1/messages\"], translate: true, providers: [o] }}\n",
+        provider_with_key("o", "openai", m.addr())
+    );
+    let px = start("tr-system-role", &yaml).await;
+    let body = serde_json::json!({
+        "model": "claude-x",
+        "max_tokens": 64,
+        "stream": true,
+        "system": [{"type": "text", "text": "You are a Claude agent."}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "say hi"}]},
+            {"role": "system", "content": "Available agent types: claude."}
+        ]
+    });
+    let r = px
+        .send(
+            Request::post("/v1/messages?beta=true", body.to_string().into_bytes())
+                .header("anthropic-beta", "mid-conversation-system-2026-04-07"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(messages_text(&r), "Hello from gpt");
+    let sent: Value = serde_json::from_slice(&m.recorded().pop().unwrap().body).unwrap();
+    let roles: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "system"], "{sent}");
+    assert_eq!(
+        sent["messages"][2]["content"],
+        "Available agent types: claude."
+    );
+}
+
 #[tokio::test]
 async fn a_translated_providers_errors_come_back_in_the_clients_dialect() {
     let o = mock(

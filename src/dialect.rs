@@ -61,6 +61,27 @@ impl LocalError {
         }
     }
 
+    /// Whether the same request can only get the same answer. Such
+    /// answers carry `x-should-retry: false`, which the official SDKs obey
+    /// over their status-based retries: Claude Code otherwise retries a
+    /// refused client token for minutes before saying the key is wrong.
+    /// Overload and upstream trouble keep the client's own policy.
+    pub fn retry_is_futile(self) -> bool {
+        match self {
+            LocalError::NoRoute
+            | LocalError::Unauthorized
+            | LocalError::BodyTooLarge
+            | LocalError::BadRequest
+            | LocalError::HeaderTooLarge => true,
+            LocalError::HeaderTimeout
+            | LocalError::Overloaded
+            | LocalError::AllNetwork
+            | LocalError::AllTimeout
+            | LocalError::NoProvider
+            | LocalError::Internal => false,
+        }
+    }
+
     fn anthropic_type(self) -> &'static str {
         match self {
             LocalError::NoRoute => "not_found_error",

@@ -326,6 +326,43 @@ async fn a_messages_client_is_served_by_a_responses_provider() {
     assert_eq!(r_mock.recorded().pop().unwrap().path, "/v1/responses");
 }
 
+/// A provider may stream with a Content-Length instead of chunking. The
+/// translated stream has another length: the provider's must not reach the
+/// client, or its stream is cut short (or waits for bytes that never come)
+/// and it retries. Found with Claude Code through a translated route.
+#[tokio::test]
+async fn a_translated_stream_does_not_inherit_the_providers_content_length() {
+    let stream = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/corpus/translate/chat/stream_parallel_tools.sse"
+    ))
+    .unwrap();
+    let up = scripted::upstream(scripted::events_of(&stream), Then::Length).await;
+    let yaml = format!(
+        "providers:\n{}routes:\n  - {{ name: m, paths: [\"/v1/messages\"], translate: true, providers: [o] }}\n",
+        provider_with_key("o", "openai", up.addr)
+    );
+    let px = start("tr-length", &yaml).await;
+    for _ in 0..2 {
+        let r = px
+            .send(Request::post(
+                "/v1/messages",
+                anthropic_body("claude-x", true),
+            ))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.complete, "{}", r.text());
+        if let Some(len) = r.header("content-length") {
+            assert_eq!(len.parse::<usize>().unwrap(), r.body.len(), "{}", r.text());
+        }
+        let n = names(&r);
+        assert_eq!(n.last().map(String::as_str), Some("message_stop"), "{n:?}");
+        assert_eq!(n.iter().filter(|e| *e == "message_stop").count(), 1);
+    }
+    let log = px.wait_event("request", |_| true).await;
+    assert_eq!(log["class"], "success", "{log}");
+}
+
 #[tokio::test]
 async fn a_claude_code_tool_turn_completes_against_an_openai_chat_provider() {
     // The provider answers with parallel tool calls, streamed argument by

@@ -195,6 +195,16 @@ codex_checks() {
         else result FAIL $c "o1 $fault (after content)" "out=$out log=$l"; fi
     done
 
+    # A whole tool turn: the upstream asks for exec_command (cat), Codex
+    # runs it and sends the output back.
+    mark tools
+    out=$(codex "$SF_TOOLS" "read the file")
+    l=$(posts)
+    if printf '%s' "$out" | grep -q '^TOOL SAID: .*pelican' &&
+        [ "$(printf '%s\n' "$l" | grep -c ' success tool 1 ')" = 2 ] && [ "$(printf '%s\n' "$l" | grep -c .)" = 2 ]; then
+        result PASS $c "tool turn (exec_command) via a Responses upstream" "2 requests, both success"
+    else result FAIL $c "tool turn (exec_command) via a Responses upstream" "out=$out log=$l"; fi
+
     local token=${CLIENT_TOKENS%%,*}
     setup
     mark auth

@@ -15,8 +15,9 @@
 #              /v1/chat/completions -> ta (anthropic, translate: true)
 #              (Responses clients do not translate to Anthropic providers)
 #   auth       main's routes behind client_auth (tokens in CLIENT_TOKENS)
-#   tools      /v1/messages -> tool_upstream.py (openai, translate: true), which
-#              makes the client Read $WORK/tool-file.txt
+#   tools      /v1/messages -> tool_upstream.py (openai, translate: true);
+#              /v1/responses -> the same (passthrough); it makes the client
+#              read $WORK/tool-file.txt with a tool
 set -euo pipefail
 
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
@@ -116,6 +117,7 @@ providers:
   - { name: tool, api: openai, base_url: "http://127.0.0.1:${P[14]}", api_key_env: MOCK_PROVIDER_KEY }
 routes:
   - { name: messages, paths: ["/v1/messages"], translate: true, providers: [tool] }
+  - { name: responses, paths: ["/v1/responses"], providers: [tool] }
 EOF
 } >"$WORK/tools.yaml"
 

@@ -12,7 +12,7 @@
 # nothing system-wide) and needs python3 (3.9+), node (18+) and curl. Set
 # CLIENTS_OFFLINE=1 to use what is installed there without installing.
 # The binary is target/debug/steadfast (built if missing; STEADFAST_BIN
-# overrides). up.sh starts six mocks and four proxies on free loopback ports;
+# overrides). up.sh starts six mocks, a tool-calling upstream and five proxies on free loopback ports;
 # each check switches the mocks' faults over their control API, drives one
 # client, and reads the access log (JSON lines in target/clients/*.log).
 # Claude Code and Codex run non-interactively (`claude -p`, `codex exec`)

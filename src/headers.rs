@@ -14,6 +14,8 @@ pub const X_ATTEMPTS: &str = "x-steadfast-attempts";
 pub const X_ERROR_CLASS: &str = "x-steadfast-error-class";
 /// The provider's own request id, kept for its support (SPEC §9).
 pub const X_UPSTREAM_REQUEST_ID: &str = "x-steadfast-upstream-request-id";
+/// The official SDKs' retry hint: "false" stops their automatic retries.
+pub const X_SHOULD_RETRY: &str = "x-should-retry";
 
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1),
 /// plus the framing headers we always recompute.

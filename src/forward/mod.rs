@@ -132,7 +132,7 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     let route = rt.route_for(&ctx.rec.path);
     match route {
         Some(r) => {
-            ctx.api = r.settings.api;
+            ctx.api = dialect::client_api(r.settings.api, &ctx.rec.path);
             ctx.rec.route = Some(r.settings.name.clone());
         }
         None => {

@@ -1,6 +1,5 @@
-//! Errors that steadfast itself produces, in the client's API dialect
-//! (SPEC §4), and the final SSE error event of an interrupted stream
-//! (SPEC §3.7).
+//! Errors that steadfast itself produces, in the client's API dialect, and
+//! the final SSE error event of an interrupted stream.
 
 use crate::config::Api;
 use crate::outcome::ErrorClass;

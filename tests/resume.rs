@@ -1,4 +1,4 @@
-//! Rescuing a stream cut mid-answer (SPEC §9 `retry.resume_streams`,
+//! Rescuing a stream cut mid-answer (`retry.resume_streams`,
 //! opt-in): the original request goes to the next provider with the text
 //! delivered so far as an assistant prefill, and its continuation is
 //! stitched into the same client stream.

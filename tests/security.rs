@@ -1,4 +1,4 @@
-//! The edge as an attacker sees it (SPEC §9): request paths that try to
+//! The edge as an attacker sees it: request paths that try to
 //! leave their route or the provider's base path (over HTTP/1.1, absolute
 //! form and h2c), client tokens smuggled to a provider in several headers
 //! at once, and the bare probes clients send on start.

@@ -1,5 +1,5 @@
 //! SSE forwarding and what a client sees when an upstream breaks after the
-//! response was committed (SPEC §3.7, §3.8).
+//! response was committed.
 
 mod common;
 

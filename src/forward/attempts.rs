@@ -651,7 +651,7 @@ impl<'a> Attempts<'a> {
 
         // A 4xx the status calls `request` may be a context-window
         // overflow, which the next provider's model may take: its body
-        // decides (SPEC §9 `context_length`).
+        // decides (class `context_length`).
         if class == Some(ErrorClass::Request)
             && matches!(status, 400 | 413 | 422)
             && !self.head_request
@@ -804,7 +804,7 @@ impl<'a> Attempts<'a> {
         }
 
         // A 2xx stream is held until its first content: an error event,
-        // an end or a silence before it still fails over (SPEC §9). A
+        // an end or a silence before it still fails over. A
         // translated one is held as the client will see it.
         let mut framer = None;
         let mut decode = match translation {

@@ -66,7 +66,7 @@ impl Attempts<'_> {
         let p = t.p.clone();
         let sse = is_sse(&head);
         // A stream cut mid-text may be continued elsewhere with the same
-        // request (SPEC §9 resume_streams): then, and only then, the body
+        // request (`retry.resume_streams`): then, and only then, the body
         // is kept. Otherwise no attempt needs it again, and a long stream
         // must not pin a large prompt for its whole life.
         let resume = self.rt.config.retry.resume_streams

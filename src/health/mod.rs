@@ -54,7 +54,7 @@ pub enum ProviderState {
     Ejected,
     CoolingDown,
     Unhealthy,
-    /// Taken out by an operator (SPEC §9 admin API).
+    /// Taken out by an operator (the admin API).
     Disabled,
 }
 

@@ -51,10 +51,19 @@ pub struct Ctx {
     /// The response reached its end (its last byte, or the stream's
     /// terminal event, went out): a client that leaves now has its answer.
     pub finished: bool,
-    pub _permit: Option<OwnedSemaphorePermit>,
-    pub _inflight: Option<crate::gauges::InflightGuard>,
+    /// The global limiter slot, held until the request's end.
+    pub _slot: Option<GlobalSlot>,
     /// Counts the request for drain from its first byte to its last.
     pub _active: crate::gauges::ActiveGuard,
+}
+
+/// A global limiter slot and the in-flight gauge that counts it. Fields
+/// drop in declaration order: the gauge falls before the slot is freed, so
+/// the next request can never be counted while this one still is, and the
+/// gauge (and its peak) never reads above `limits.max_inflight`.
+pub struct GlobalSlot {
+    _inflight: crate::gauges::InflightGuard,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Ctx {
@@ -64,8 +73,7 @@ impl Ctx {
             api: Api::Anthropic,
             committed: false,
             finished: false,
-            _permit: None,
-            _inflight: None,
+            _slot: None,
             _active: crate::gauges::ActiveGuard::new(),
         }
     }
@@ -209,7 +217,12 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     };
 
     match acquire(s, &rt.limiter, rt.config.limits.queue_timeout).await {
-        Ok(p) => ctx._permit = Some(p),
+        Ok(p) => {
+            ctx._slot = Some(GlobalSlot {
+                _inflight: crate::gauges::InflightGuard::new(),
+                _permit: p,
+            })
+        }
         Err(Slot::ClientGone(e)) => return left_while_queued(ctx, "global", e),
         Err(Slot::Rejected) => {
             ctx.rec.rejected_scope = Some("global");
@@ -221,7 +234,6 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
             return respond_local(s, ctx, LocalError::Overloaded, &msg, None).await;
         }
     }
-    ctx._inflight = Some(crate::gauges::InflightGuard::new());
 
     // A session key is looked for only where affinity uses it; the
     // header, when present, wins and saves looking in the body.

@@ -1,6 +1,6 @@
-//! The admin listener (SPEC §5): liveness, readiness, health, metrics and
+//! The admin listener: liveness, readiness, health, metrics and
 //! stats, on its own Pingora service so it answers even when the proxy
-//! listener is saturated; and the provider control API (SPEC §9, see
+//! listener is saturated; and the provider control API (see
 //! [`crate::control::api`]).
 
 use crate::app::App;
@@ -112,7 +112,7 @@ impl ServeHttp for Admin {
     }
 }
 
-/// The `/health` document and its status code (SPEC §5).
+/// The `/health` document and its status code.
 pub fn health(app: &App) -> (u16, serde_json::Value) {
     let rt = app.runtime();
     let now = Instant::now();

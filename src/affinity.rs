@@ -1,4 +1,4 @@
-//! Session affinity (SPEC §9, `routes[].affinity: session`): every request
+//! Session affinity (`routes[].affinity: session`): every request
 //! of one agent session goes to the same provider, so that provider's
 //! prompt cache (and the response ids and encrypted reasoning it issued)
 //! stays useful.

@@ -1,4 +1,4 @@
-//! Reading provider payloads for what failover needs to know (SPEC §9):
+//! Reading provider payloads for what failover needs to know:
 //! whether a 2xx answer holds any content, and which class an error
 //! payload belongs to, be it a 4xx body or an error event inside a 200
 //! stream. Pure functions over bytes; typed and borrowing, so a large

@@ -1,4 +1,4 @@
-//! Client tokens at the edge (SPEC §3 step 2, §9): whether a request
+//! Client tokens at the edge (`client_auth`): whether a request
 //! presents one of steadfast's client tokens, and which of its headers
 //! carry one, so that none of them is ever forwarded to a provider.
 //!

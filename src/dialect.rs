@@ -1,6 +1,5 @@
-//! Errors that steadfast itself produces, in the client's API dialect
-//! (SPEC §4), and the final SSE error event of an interrupted stream
-//! (SPEC §3.7).
+//! Errors that steadfast itself produces, in the client's API dialect, and
+//! the final SSE error event of an interrupted stream.
 
 use crate::config::Api;
 use crate::outcome::ErrorClass;
@@ -58,6 +57,27 @@ impl LocalError {
             LocalError::AllNetwork | LocalError::NoProvider => ErrorClass::Network,
             LocalError::AllTimeout => ErrorClass::Timeout,
             LocalError::Internal => ErrorClass::Internal,
+        }
+    }
+
+    /// Whether the same request can only get the same answer. Such
+    /// answers carry `x-should-retry: false`, which the official SDKs obey
+    /// over their status-based retries: Claude Code otherwise retries a
+    /// refused client token for minutes before saying the key is wrong.
+    /// Overload and upstream trouble keep the client's own policy.
+    pub fn retry_is_futile(self) -> bool {
+        match self {
+            LocalError::NoRoute
+            | LocalError::Unauthorized
+            | LocalError::BodyTooLarge
+            | LocalError::BadRequest
+            | LocalError::HeaderTooLarge => true,
+            LocalError::HeaderTimeout
+            | LocalError::Overloaded
+            | LocalError::AllNetwork
+            | LocalError::AllTimeout
+            | LocalError::NoProvider
+            | LocalError::Internal => false,
         }
     }
 
@@ -142,6 +162,17 @@ pub fn sse_error_event(api: Api, class: ErrorClass, message: &str) -> Bytes {
     }
 }
 
+/// The dialect of a routed request's client: the route's, except that an
+/// OpenAI route serves Chat Completions and Responses clients alike (one
+/// route for both is the usual setup), and each must get its own API's
+/// stream error event.
+pub fn client_api(route: Api, path: &str) -> Api {
+    match (route, Api::of_endpoint(path)) {
+        (Api::OpenAi | Api::OpenAiResponses, Some(a @ (Api::OpenAi | Api::OpenAiResponses))) => a,
+        _ => route,
+    }
+}
+
 /// Best guess of the dialect for a request that matched no route: the path
 /// family, else the credential header the client used.
 pub fn guess_api(path: &str, has_x_api_key: bool) -> Api {
@@ -201,6 +232,29 @@ mod tests {
             "a \"quoted\"\nline",
         ));
         assert_eq!(v["error"]["message"], "a \"quoted\"\nline");
+    }
+
+    #[test]
+    fn an_openai_route_answers_each_endpoint_in_its_own_dialect() {
+        assert_eq!(
+            client_api(Api::OpenAi, "/v1/responses"),
+            Api::OpenAiResponses
+        );
+        assert_eq!(
+            client_api(Api::OpenAi, "/openai/v1/responses"),
+            Api::OpenAiResponses
+        );
+        assert_eq!(client_api(Api::OpenAi, "/v1/chat/completions"), Api::OpenAi);
+        assert_eq!(
+            client_api(Api::OpenAiResponses, "/v1/chat/completions"),
+            Api::OpenAi
+        );
+        // Other OpenAI paths (retrieving a response, models) keep the route's.
+        assert_eq!(client_api(Api::OpenAi, "/v1/responses/resp_1"), Api::OpenAi);
+        assert_eq!(client_api(Api::OpenAi, "/v1/models"), Api::OpenAi);
+        // Never across families: an Anthropic route stays Anthropic.
+        assert_eq!(client_api(Api::Anthropic, "/v1/responses"), Api::Anthropic);
+        assert_eq!(client_api(Api::Anthropic, "/v1/messages"), Api::Anthropic);
     }
 
     #[test]

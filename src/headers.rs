@@ -12,8 +12,10 @@ pub const X_REQUEST_ID: &str = "x-request-id";
 pub const X_PROVIDER: &str = "x-steadfast-provider";
 pub const X_ATTEMPTS: &str = "x-steadfast-attempts";
 pub const X_ERROR_CLASS: &str = "x-steadfast-error-class";
-/// The provider's own request id, kept for its support (SPEC §9).
+/// The provider's own request id, kept for its support.
 pub const X_UPSTREAM_REQUEST_ID: &str = "x-steadfast-upstream-request-id";
+/// The official SDKs' retry hint: "false" stops their automatic retries.
+pub const X_SHOULD_RETRY: &str = "x-should-retry";
 
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1),
 /// plus the framing headers we always recompute.
@@ -264,7 +266,7 @@ pub fn for_client(
     Ok(resp)
 }
 
-/// Stamp the `x-steadfast-*` headers (SPEC §4) on a response to the client.
+/// Stamp the `x-steadfast-*` headers on a response to the client.
 pub fn stamp(
     resp: &mut ResponseHeader,
     request_id: &str,

@@ -1,5 +1,11 @@
 //! steadfast: a sidecar-grade failover proxy for LLM provider APIs, built on
-//! Pingora. See README.md for usage and ../SPEC.md for the contract.
+//! Pingora.
+//!
+//! The crate is the `steadfast` binary's library: every module below owns
+//! one job (the module map is in `docs/architecture.md`). How to use and
+//! operate it is in `README.md` and `docs/`; the external contract (CLI,
+//! config, statuses, headers, endpoints, metrics, log events, signals) is
+//! `docs/reference.md`.
 
 pub mod admin;
 pub mod affinity;

@@ -1,4 +1,4 @@
-//! Concurrency limits (SPEC §3.3): a global cap on client requests with a
+//! Concurrency limits: a global cap on client requests with a
 //! bounded wait, and optional per-provider caps.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Structured logs (SPEC §7): one JSON object per line on stderr, or a
+//! Structured logs: one JSON object per line on stderr, or a
 //! human text form. steadfast's own events go through [`event`]; records
 //! from Pingora and other crates are wrapped as `{"event":"log",...}`.
 

@@ -1,4 +1,4 @@
-//! The `steadfast` command line (SPEC §1).
+//! The `steadfast` command line.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §6) on a registry of our own, so nothing a
+//! Prometheus metrics on a registry of our own, so nothing a
 //! dependency registers in the default one leaks into `/metrics`.
 //!
 //! Every label value is bounded: routes and providers come from the config
@@ -756,6 +756,7 @@ mod process {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
     use std::time::Duration;
 
     fn rec(
@@ -1002,6 +1003,118 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("process_resident_memory_bytes"), "{t}");
+    }
+
+    /// Every metric family steadfast exposes, whether or not it has a
+    /// series yet: the descriptors of every collector field (the pattern is
+    /// exhaustive, so a new metric field does not compile until it is named
+    /// here), plus what a fresh registry already exposes (build info, the
+    /// process collector).
+    fn family_names(m: &Metrics) -> BTreeSet<String> {
+        use prometheus::core::Collector;
+        let Metrics {
+            registry,
+            requests,
+            request_duration,
+            attempts,
+            ttfb,
+            first_content,
+            overhead,
+            failovers,
+            inflight,
+            limiter_rejections,
+            provider_state,
+            provider_disabled,
+            key_reloads,
+            route_available,
+            ejections,
+            stream_interruptions,
+            tokens,
+            config_reloads,
+            websocket_sessions,
+            websocket_open,
+            websocket_bytes,
+            translations,
+            stream_resumes,
+            affinity,
+            trace_spans_exported,
+            trace_spans_dropped,
+            routes: _,
+            providers: _,
+            models: _,
+            scrape: _,
+        } = m;
+        let collectors: [&dyn Collector; 25] = [
+            requests,
+            request_duration,
+            attempts,
+            ttfb,
+            first_content,
+            overhead,
+            failovers,
+            inflight,
+            limiter_rejections,
+            provider_state,
+            provider_disabled,
+            key_reloads,
+            route_available,
+            ejections,
+            stream_interruptions,
+            tokens,
+            config_reloads,
+            websocket_sessions,
+            websocket_open,
+            websocket_bytes,
+            translations,
+            stream_resumes,
+            affinity,
+            trace_spans_exported,
+            trace_spans_dropped,
+        ];
+        let mut names: BTreeSet<String> = collectors
+            .iter()
+            .flat_map(|c| c.desc())
+            .map(|d| d.fq_name.clone())
+            .collect();
+        names.extend(registry.gather().iter().map(|f| f.name().to_string()));
+        names
+    }
+
+    /// docs/reference.md names every metric, and names no metric that
+    /// does not exist (a histogram's `_bucket`, `_sum`, `_count` series
+    /// count as their family).
+    #[test]
+    fn reference_doc_lists_exactly_the_exposed_metrics() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference.md");
+        let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        let names = family_names(&Metrics::new().unwrap());
+        assert!(names.contains("steadfast_build_info"), "{names:?}");
+        assert!(names.contains("steadfast_tokens_total"), "{names:?}");
+        let word = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+        let mentioned: BTreeSet<&str> = doc
+            .split(|c: char| !word(c))
+            .filter(|w| w.starts_with("steadfast_") || w.starts_with("process_"))
+            .collect();
+        let undocumented: Vec<&String> = names
+            .iter()
+            .filter(|n| !mentioned.contains(n.as_str()))
+            .collect();
+        let family = |w: &str| -> bool {
+            names.contains(w)
+                || ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| w.strip_suffix(s).is_some_and(|f| names.contains(f)))
+        };
+        let unknown: Vec<&&str> = mentioned
+            .iter()
+            // The process collector is registered on Linux only.
+            .filter(|w| !family(w) && (cfg!(target_os = "linux") || w.starts_with("steadfast_")))
+            .collect();
+        assert!(
+            undocumented.is_empty() && unknown.is_empty(),
+            "docs/reference.md is out of step with Metrics::new():\n  exposed but not \
+             documented: {undocumented:?}\n  documented but not exposed: {unknown:?}"
+        );
     }
 
     #[test]

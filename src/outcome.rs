@@ -1,4 +1,4 @@
-//! Classification of what happened to a request attempt (SPEC §3.6) and the
+//! Classification of what happened to a request attempt and the
 //! decisions that follow from it. Pure functions only: the I/O code reports
 //! facts, this module names them.
 
@@ -15,15 +15,15 @@ pub enum ErrorClass {
     Auth,
     Request,
     /// A 2xx with no content and no tool call, or a stream that ended
-    /// before its first content (SPEC §9).
+    /// before its first content.
     Empty,
     /// A 4xx (or an error event) saying the prompt does not fit the
     /// model's context window: the next provider's model may be larger.
     ContextLength,
     Concurrency,
     Client,
-    /// A bug in steadfast itself (a recovered panic). Not in the SPEC table
-    /// because it is never the upstream's fault.
+    /// A bug in steadfast itself (a recovered panic). Never the upstream's
+    /// fault, so never a reason to fail over.
     Internal,
 }
 
@@ -205,7 +205,7 @@ impl AttemptResult {
 }
 
 /// The status steadfast answers with when no upstream response can be
-/// returned as is: 504 when every attempt timed out, else 502 (SPEC §4).
+/// returned as is: 504 when every attempt timed out, else 502.
 pub fn status_for_failed_attempts(classes: &[ErrorClass]) -> (u16, ErrorClass) {
     if !classes.is_empty() && classes.iter().all(|c| *c == ErrorClass::Timeout) {
         (504, ErrorClass::Timeout)

@@ -1,4 +1,4 @@
-//! Request path normalisation (SPEC §9), done once before route matching so
+//! Request path normalisation, done once before route matching so
 //! that the path a route is matched against is the path the provider
 //! resolves: an upstream that removes dot segments itself would otherwise
 //! let `/v1/messages/../../admin` reach an endpoint no route allows, with

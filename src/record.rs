@@ -118,6 +118,9 @@ pub struct RequestRecord {
     /// whose stream broke, and about how many tokens the client had then.
     pub resumed_from: Option<String>,
     pub resumed_at_tokens: Option<u64>,
+    /// The continuation repeated the end of the delivered text and the
+    /// repetition was trimmed at the seam.
+    pub resumed_overlap_trimmed: Option<bool>,
     /// Set for WebSocket upgrade requests.
     pub websocket: Option<WebSocketRecord>,
     /// Set while tracing is on ([`crate::otel`]).
@@ -149,6 +152,7 @@ impl RequestRecord {
             usage: Usage::default(),
             resumed_from: None,
             resumed_at_tokens: None,
+            resumed_overlap_trimmed: None,
             websocket: None,
             trace: None,
             affinity: None,

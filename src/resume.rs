@@ -1,5 +1,5 @@
-//! Continuing a stream cut mid-answer on another provider (SPEC §9
-//! `retry.resume_streams`), as pure policy: what the client has been sent
+//! Continuing a stream cut mid-answer on another provider
+//! (`retry.resume_streams`), as pure policy: what the client has been sent
 //! and whether it can be continued ([`Tracker`]), the continuation request
 //! (the original one with the text delivered so far as an assistant
 //! prefill, [`continuation_body`]), whether a provider refused the prefill

@@ -1,4 +1,4 @@
-//! Route matching and the provider-ordering strategies (SPEC §3.1, §3.4).
+//! Route matching and the provider-ordering strategies.
 //!
 //! Each strategy is a pure function over plain numbers; [`Selector`] holds
 //! the little state they need between requests (a round-robin cursor, the
@@ -22,7 +22,7 @@ pub fn matches(prefixes: &[String], path: &str) -> bool {
     prefixes.iter().any(|p| prefix_matches(p, path))
 }
 
-/// Prefix match on segment boundaries (SPEC §9): `/v1/messages` matches
+/// Prefix match on segment boundaries: `/v1/messages` matches
 /// itself and what lies below it, never `/v1/messagesX`. A prefix ending in
 /// `/` (`/` itself included) matches everything below it.
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {

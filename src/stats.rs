@@ -1,4 +1,4 @@
-//! The `/stats` document (SPEC §5): totals since start, latency percentiles
+//! The `/stats` document: totals since start, latency percentiles
 //! over a bounded recent window, errors by provider and by class, provider
 //! state and peaks.
 //!

@@ -225,6 +225,7 @@ fn access_log(rec: &RequestRecord, settings: &LogSettings) {
         .opt("model", rec.model.as_deref())
         .opt("resumed_from", rec.resumed_from.as_deref())
         .opt("resumed_at_tokens", rec.resumed_at_tokens)
+        .opt("resumed_overlap_trimmed", rec.resumed_overlap_trimmed)
         .opt(
             "trace_id",
             rec.trace.as_ref().map(|t| format!("{:032x}", t.trace_id)),

@@ -1,4 +1,4 @@
-//! The command line (SPEC §1): check, version, bad input, healthcheck, demo.
+//! The command line: check, version, bad input, healthcheck, demo.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Provider control (SPEC §9 admin API) against the real binary: disable
+//! Provider control (the admin API) against the real binary: disable
 //! and enable, TTLs, who may do it, what routing, /health, /metrics and the
 //! log say, what survives a reload, a restart and an upgrade, and the
 //! `steadfast provider` command.

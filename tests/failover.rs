@@ -1,4 +1,4 @@
-//! SPEC §3 against the real binary: every row of the classification table,
+//! Request handling against the real binary: every row of the classification table,
 //! failover for large bodies, and what the client sees when all fail.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Failover inside a 200 (SPEC §9): a 2xx stream is committed at its first
+//! Failover inside a 200: a 2xx stream is committed at its first
 //! content-bearing event, so an error event, an end or a silence before it
 //! still moves to the next provider, and the client sees one well-formed
 //! stream. Also: empty answers and context-length errors.

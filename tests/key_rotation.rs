@@ -1,4 +1,4 @@
-//! Key rotation without a restart (`providers[].api_key_file`, SPEC §9)
+//! Key rotation without a restart (`providers[].api_key_file`)
 //! against the real binary: the file is replaced the two ways it is in
 //! practice (an atomic rename, and Kubernetes' `..data` symlink swap of a
 //! mounted Secret) while a long stream is in flight.

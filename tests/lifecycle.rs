@@ -1,4 +1,4 @@
-//! SPEC §8 against the real binary: drain on SIGTERM, zero-downtime upgrade
+//! The lifecycle against the real binary: drain on SIGTERM, zero-downtime upgrade
 //! by socket handoff, hot reload, panic isolation, daemon mode.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Concurrency limits (SPEC §3.3): rejection after the queue timeout, a
+//! Concurrency limits: rejection after the queue timeout, a
 //! queued client that leaves, and per-provider caps.
 
 mod common;
@@ -107,7 +107,7 @@ async fn queued_client_that_disconnects_leaves_the_queue_at_once() {
     let ev = px
         .wait_event("request", |v| v["request_id"] == "queued-and-gone")
         .await;
-    // SPEC §3.3: leaving the queue is a limiter give-up, class concurrency.
+    // Leaving the queue is a limiter give-up, class concurrency.
     assert_eq!(ev["outcome"], "rejected", "{ev}");
     assert_eq!(ev["class"], "concurrency", "{ev}");
     // Far below the 15 s queue timeout: it left when the client did.

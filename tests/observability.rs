@@ -1,4 +1,4 @@
-//! The operations surface (SPEC §5–§7) against the real binary: exact
+//! The operations surface against the real binary: exact
 //! counters after a scripted sequence, `/stats` consistency, `/health`
 //! transitions, access-log modes, and secrets that never leak into any
 //! output.

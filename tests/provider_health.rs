@@ -1,4 +1,4 @@
-//! Provider health end to end (SPEC §2 health, §3.4, §8 "Always up"):
+//! Provider health end to end (`health`, ordering, "always up"):
 //! circuit breaking, cooldowns, active probes, strategies, restarts.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Rescuing a stream cut mid-answer (SPEC §9 `retry.resume_streams`,
+//! Rescuing a stream cut mid-answer (`retry.resume_streams`,
 //! opt-in): the original request goes to the next provider with the text
 //! delivered so far as an assistant prefill, and its continuation is
 //! stitched into the same client stream.
@@ -416,5 +416,61 @@ async fn a_repetition_at_the_seam_is_trimmed_and_counted() {
     // Delivered: "Hello from p1 again"; p2 sends " p1 again" + "Hello from p2".
     assert_eq!(prefill_of(&m2).as_deref(), Some("Hello from p1 again"));
     assert_eq!(anthropic_text(&r), "Hello from p1 againHello from p2");
-    px.wait_event("request", |_| true).await;
+    let log = px.wait_event("request", |_| true).await;
+    assert_eq!(log["resumed_overlap_trimmed"], true, "{log}");
+}
+
+#[tokio::test]
+async fn how_often_the_seam_is_trimmed_against_the_mock() {
+    // The mock's continuation repeats the prefill's last words only when
+    // told to; over a batch where half the continuations echo, exactly
+    // those are trimmed and every client text is clean.
+    let m1 = mock(
+        MockApi::Anthropic,
+        "p1",
+        Behavior {
+            events: 6,
+            cut_mid_stream_after: Some(4),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let m2 = mock(MockApi::Anthropic, "p2", Behavior::default()).await;
+    // p1 breaks every time on purpose: keep it from being ejected.
+    let extra = format!("{RESUME}health:\n  eject_after_failures: 1000\n");
+    let px = Proxy::builder(
+        "resume-overlap-rate",
+        &route(
+            &extra,
+            "/v1/messages",
+            &[
+                ("p1", "anthropic", m1.addr(), ""),
+                ("p2", "anthropic", m2.addr(), ""),
+            ],
+        ),
+    )
+    .start()
+    .await;
+    const N: usize = 10;
+    for i in 0..N {
+        m2.set_behavior(Behavior {
+            echo_prefill_words: if i % 2 == 0 { 2 } else { 0 },
+            events: 1,
+            ..Behavior::default()
+        });
+        let r = px
+            .send(Request::post("/v1/messages", anthropic_body("m", true)))
+            .await;
+        assert_eq!(anthropic_text(&r), "Hello from p1 againHello from p2");
+        px.wait_event("request", |v| {
+            v["request_id"] == r.header("x-request-id").unwrap()
+        })
+        .await;
+    }
+    let trimmed = px
+        .events("request")
+        .iter()
+        .filter(|v| v["resumed_overlap_trimmed"] == true)
+        .count();
+    assert_eq!(trimmed, N / 2, "trimmed exactly the echoing continuations");
 }

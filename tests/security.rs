@@ -1,4 +1,4 @@
-//! The edge as an attacker sees it (SPEC §9): request paths that try to
+//! The edge as an attacker sees it: request paths that try to
 //! leave their route or the provider's base path (over HTTP/1.1, absolute
 //! form and h2c), client tokens smuggled to a provider in several headers
 //! at once, and the bare probes clients send on start.
@@ -478,6 +478,35 @@ async fn wrong_scheme_or_token_is_refused_before_any_provider() {
         assert_eq!(r.status, 401, "{k}: {v}");
     }
     assert_eq!(m.requests(), 0);
+}
+
+/// A refused token cannot succeed on a retry: the answer says so in the
+/// header the official SDKs obey (`x-should-retry: false`), or Claude Code
+/// retries it with backoff for minutes before telling its user the key is
+/// wrong. An overloaded steadfast still lets the SDKs retry.
+#[tokio::test]
+async fn a_refused_client_token_tells_the_sdks_not_to_retry() {
+    let (m, px) = passthrough_with_auth("sec-no-retry").await;
+    let r = px
+        .send(
+            Request::post("/v1/messages", anthropic_body("m", false)).header("x-api-key", "wrong"),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("x-should-retry"), Some("false"));
+    // No route: the same.
+    let r = px
+        .send(Request::post("/v1/nothing", anthropic_body("m", false)).header("x-api-key", TOKEN))
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("x-should-retry"), Some("false"));
+    // A provider's answer is the provider's: nothing added.
+    let r = px
+        .send(Request::post("/v1/messages", anthropic_body("m", false)).header("x-api-key", TOKEN))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-should-retry"), None);
+    assert_eq!(m.requests(), 1);
 }
 
 // ----------------------------------------------------------------- probes

@@ -1,5 +1,5 @@
 //! SSE forwarding and what a client sees when an upstream breaks after the
-//! response was committed (SPEC §3.7, §3.8).
+//! response was committed.
 
 mod common;
 
@@ -147,6 +147,113 @@ async fn openai_stream_cut_ends_with_an_error_chunk() {
     let v: serde_json::Value = serde_json::from_str(last).expect("last event is JSON");
     assert_eq!(v["error"]["code"], "network");
     assert!(!r.text().contains("[DONE]"));
+}
+
+/// One `openai` route serving Chat Completions and Responses clients (as
+/// the example config does): a Responses stream that breaks ends with the
+/// Responses API's own error event, not a Chat chunk. The official SDKs
+/// and Codex read Responses events by their `type`; a typeless Chat error
+/// chunk is not one.
+#[tokio::test]
+async fn a_responses_stream_cut_on_an_openai_route_ends_with_a_responses_error_event() {
+    let m1 = mock(
+        MockApi::OpenAi,
+        "p1",
+        Behavior {
+            cut_mid_stream_after: Some(1),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let yaml = format!(
+        "providers:\n{}routes:\n  - {{ name: r, paths: [\"/v1/chat/completions\", \"/v1/responses\"], providers: [p1] }}\n",
+        provider("p1", "openai", m1.addr(), "")
+    );
+    let px = Proxy::builder("sse-cut-responses", &yaml).start().await;
+    let body = serde_json::json!({"model": "gpt", "stream": true, "input": "hello"});
+    let r = px
+        .send(Request::post(
+            "/v1/responses",
+            body.to_string().into_bytes(),
+        ))
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.complete, "{}", r.text());
+    let events = r.events();
+    assert!(
+        events
+            .iter()
+            .any(|(n, _)| n.as_deref() == Some("response.output_text.delta")),
+        "{events:?}"
+    );
+    let (name, data) = events.last().unwrap();
+    assert_eq!(name.as_deref(), Some("error"), "{events:?}");
+    let v: serde_json::Value = serde_json::from_str(data).expect("last event is JSON");
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["code"], "network", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("p1"), "{v}");
+    assert!(v.get("error").is_none(), "a Chat error chunk: {v}");
+
+    // The same route's Chat clients still get Chat's error chunk.
+    let r = px
+        .send(Request::post(
+            "/v1/chat/completions",
+            openai_body("gpt", true),
+        ))
+        .await;
+    let events = r.events();
+    let (name, last) = events.last().unwrap();
+    assert_eq!(name.as_deref(), None, "{events:?}");
+    let v: serde_json::Value = serde_json::from_str(last).expect("last event is JSON");
+    assert_eq!(v["error"]["code"], "network", "{v}");
+}
+
+/// An HTTP/1.0 provider streams until it closes; steadfast frames that
+/// for its HTTP/1.1 client as chunked, which only an HTTP/1.1 status line
+/// may announce (an "HTTP/1.0" line with chunked framing is read as a
+/// close-delimited body full of chunk sizes).
+#[tokio::test]
+async fn a_stream_from_an_http_1_0_provider_reaches_the_client_as_http_1_1_chunked() {
+    let stream = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/corpus/translate/messages/stream_text.sse"
+    ))
+    .unwrap();
+    let up = common::scripted::upstream(
+        common::scripted::events_of(&stream),
+        common::scripted::Then::Http10,
+    )
+    .await;
+    let px = Proxy::builder(
+        "sse-http10",
+        &one_route("/v1/messages", "anthropic", up.addr),
+    )
+    .start()
+    .await;
+    let mut c = Conn::connect(px.proxy).await;
+    c.write_request(&Request::post("/v1/messages", anthropic_body("m", true)))
+        .await;
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        while !raw.ends_with(b"\r\n0\r\n\r\n") {
+            match c.stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n0\r\n\r\n"), "{text}");
+    assert!(text.contains("message_stop"), "{text}");
 }
 
 #[tokio::test]

@@ -191,6 +191,49 @@ async fn an_error_inside_a_translated_200_fails_over_before_content() {
     assert_eq!(log["attempt_chain"][0]["pre_content"], true, "{log}");
 }
 
+/// Claude Code 2.1 puts system text in messages of role "system" (after
+/// the last user turn); a translated route must carry them, not refuse
+/// every request Claude Code makes.
+#[tokio::test]
+async fn claude_codes_mid_conversation_system_messages_reach_a_chat_provider() {
+    let m = mock(MockApi::OpenAi, "gpt", Behavior::default()).await;
+    let yaml = format!(
+        "providers:\n{}routes:\n  - {{ name: m, paths: [\"/v1/messages\"], translate: true, providers: [o] }}\n",
+        provider_with_key("o", "openai", m.addr())
+    );
+    let px = start("tr-system-role", &yaml).await;
+    let body = serde_json::json!({
+        "model": "claude-x",
+        "max_tokens": 64,
+        "stream": true,
+        "system": [{"type": "text", "text": "You are a Claude agent."}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "say hi"}]},
+            {"role": "system", "content": "Available agent types: claude."}
+        ]
+    });
+    let r = px
+        .send(
+            Request::post("/v1/messages?beta=true", body.to_string().into_bytes())
+                .header("anthropic-beta", "mid-conversation-system-2026-04-07"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(messages_text(&r), "Hello from gpt");
+    let sent: Value = serde_json::from_slice(&m.recorded().pop().unwrap().body).unwrap();
+    let roles: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "system"], "{sent}");
+    assert_eq!(
+        sent["messages"][2]["content"],
+        "Available agent types: claude."
+    );
+}
+
 #[tokio::test]
 async fn a_translated_providers_errors_come_back_in_the_clients_dialect() {
     let o = mock(
@@ -281,6 +324,43 @@ async fn a_messages_client_is_served_by_a_responses_provider() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(messages_text(&r), "Hello from resp");
     assert_eq!(r_mock.recorded().pop().unwrap().path, "/v1/responses");
+}
+
+/// A provider may stream with a Content-Length instead of chunking. The
+/// translated stream has another length: the provider's must not reach the
+/// client, or its stream is cut short (or waits for bytes that never come)
+/// and it retries. Found with Claude Code through a translated route.
+#[tokio::test]
+async fn a_translated_stream_does_not_inherit_the_providers_content_length() {
+    let stream = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/corpus/translate/chat/stream_parallel_tools.sse"
+    ))
+    .unwrap();
+    let up = scripted::upstream(scripted::events_of(&stream), Then::Length).await;
+    let yaml = format!(
+        "providers:\n{}routes:\n  - {{ name: m, paths: [\"/v1/messages\"], translate: true, providers: [o] }}\n",
+        provider_with_key("o", "openai", up.addr)
+    );
+    let px = start("tr-length", &yaml).await;
+    for _ in 0..2 {
+        let r = px
+            .send(Request::post(
+                "/v1/messages",
+                anthropic_body("claude-x", true),
+            ))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.complete, "{}", r.text());
+        if let Some(len) = r.header("content-length") {
+            assert_eq!(len.parse::<usize>().unwrap(), r.body.len(), "{}", r.text());
+        }
+        let n = names(&r);
+        assert_eq!(n.last().map(String::as_str), Some("message_stop"), "{n:?}");
+        assert_eq!(n.iter().filter(|e| *e == "message_stop").count(), 1);
+    }
+    let log = px.wait_event("request", |_| true).await;
+    assert_eq!(log["class"], "success", "{log}");
 }
 
 #[tokio::test]

@@ -73,7 +73,7 @@ pub fn anthropic_status(error_type: &str) -> u16 {
     }
 }
 
-/// The class of an Anthropic error type (SPEC §9): what a status of that
+/// The class of an Anthropic error type: what a status of that
 /// type would be classified as.
 pub fn class_of_error_type(error_type: &str) -> ErrorClass {
     classify_status(anthropic_status(error_type)).unwrap_or(ErrorClass::Server)

@@ -1,5 +1,5 @@
-//! The built-in default (SPEC §2, last paragraph): Anthropic and OpenAI,
-//! passing the client's own key through, used when no config file exists.
+//! The built-in default: Anthropic and OpenAI, passing the client's own key
+//! through, used when no config file exists (docs/configuration.md).
 
 use super::schema::{FileConfig, ProviderConf, RouteConf};
 

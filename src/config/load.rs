@@ -25,8 +25,8 @@ impl ConfigSource {
 pub const DEFAULT_PATH: &str = "conf/steadfast.yaml";
 pub const ENV_VAR: &str = "STEADFAST_CONFIG";
 
-/// SPEC §1: `-c FILE`, else `$STEADFAST_CONFIG`, else `conf/steadfast.yaml`
-/// when it exists, else the built-in default. An explicitly named file that
+/// Where the config comes from: `-c FILE`, else `$STEADFAST_CONFIG`, else
+/// `conf/steadfast.yaml` when it exists, else the built-in default. An explicitly named file that
 /// does not exist is an error later (at read), never a silent fallback.
 pub fn resolve_source(flag: Option<&Path>, env: &EnvLookup) -> ConfigSource {
     if let Some(p) = flag {

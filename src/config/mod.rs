@@ -3,6 +3,8 @@
 //! nothing downstream has to re-validate or parse strings.
 
 mod default;
+#[cfg(test)]
+mod doc_coverage;
 mod load;
 pub mod schema;
 mod validate;
@@ -114,7 +116,7 @@ impl Api {
         matches!(self, Api::OpenAi | Api::OpenAiResponses)
     }
 
-    /// The path of this dialect's generation endpoint (SPEC §9): where a
+    /// The path of this dialect's generation endpoint: where a
     /// translated attempt goes, after the provider's base_url prefix.
     pub fn endpoint(self) -> &'static str {
         match self {
@@ -153,7 +155,7 @@ impl Strategy {
     }
 }
 
-/// `routes[].affinity` (SPEC §9).
+/// `routes[].affinity`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Affinity {
     /// Every request is ordered by the strategy alone.
@@ -319,7 +321,7 @@ pub struct ProbeSettings {
 }
 
 /// Where a provider's API is hosted, and so how requests to it are
-/// addressed and authenticated (SPEC §9 `kind`).
+/// addressed and authenticated (`kind`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderKind {
     /// The provider's own API at `base_url`, with `api_key_env` or the

@@ -1,4 +1,4 @@
-//! The YAML file as written by the operator (SPEC §2). Every section has
+//! The YAML file as written by the operator. Every section has
 //! defaults so a file only needs the keys it changes. Unknown keys are not
 //! rejected here but collected by the loader, so that every one of them can be
 //! reported with its path instead of only the first.
@@ -319,7 +319,7 @@ impl Default for Logging {
     }
 }
 
-/// OpenTelemetry traces (SPEC §9 `telemetry`); off without an endpoint.
+/// OpenTelemetry traces (`telemetry`); off without an endpoint.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Telemetry {

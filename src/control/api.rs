@@ -1,4 +1,4 @@
-//! The provider control endpoints of the admin listener (SPEC §9):
+//! The provider control endpoints of the admin listener:
 //!
 //! - `GET /providers`: every provider with its state;
 //! - `GET /providers/{name}`: one of them;

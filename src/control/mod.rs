@@ -1,4 +1,4 @@
-//! Operator control of providers (SPEC §9 admin API): take a provider out
+//! Operator control of providers (the admin API): take a provider out
 //! of routing now, for a bounded time or until put back, without touching
 //! the config.
 //!

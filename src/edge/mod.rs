@@ -8,9 +8,9 @@
 //! replaces that loop for the proxy listener: it tells h2c from HTTP/1 under
 //! `limits.header_timeout_ms`, hands h2 connections to Pingora with
 //! `limits.max_header_bytes` as the h2 header-list limit, and runs the
-//! HTTP/1 keep-alive loop itself over a [`guard::HeadGuard`], which bounds
+//! HTTP/1 keep-alive loop itself over a `guard::HeadGuard`, which bounds
 //! each head's size and time. A head refused there is answered by
-//! [`refuse`] in the client's dialect and counted like any request.
+//! `refuse` in the client's dialect and counted like any request.
 
 mod guard;
 mod refuse;

@@ -131,23 +131,28 @@ impl<'a> Attempts<'a> {
         strip: Vec<http::HeaderName>,
     ) -> Self {
         let now = Instant::now();
-        let offers: Vec<Offer> = route
+        let least_latency = route.settings.strategy == crate::config::Strategy::LeastLatency;
+        let (offers, infos): (Vec<Offer>, Vec<CandidateInfo>) = route
             .providers
             .iter()
-            .map(|p| p.health.availability(now).offer())
-            .collect();
-        let infos: Vec<CandidateInfo> = route
-            .providers
-            .iter()
-            .zip(&offers)
-            .map(|(p, offer)| CandidateInfo {
-                available: *offer == Offer::First,
-                trial: p.health.availability(now) == Availability::TrialReady,
-                weight: p.settings.weight,
-                cost: p.health.load_cost(now),
-                last_failure_at: p.health.last_failure_at(),
+            .map(|p| {
+                let (availability, last_failure_at) = p.health.candidate(now);
+                let offer = availability.offer();
+                let info = CandidateInfo {
+                    available: offer == Offer::First,
+                    trial: availability == Availability::TrialReady,
+                    weight: p.settings.weight,
+                    // Only least_latency orders by it.
+                    cost: if least_latency {
+                        p.health.load_cost(now)
+                    } else {
+                        0.0
+                    },
+                    last_failure_at,
+                };
+                (offer, info)
             })
-            .collect();
+            .unzip();
         let (order, affinity) = route.selector.order_for(&infos, meta.session);
         let plan = Plan::new(
             order.into_iter().map(|i| (i, offers[i])),
@@ -646,7 +651,7 @@ impl<'a> Attempts<'a> {
 
         // A 4xx the status calls `request` may be a context-window
         // overflow, which the next provider's model may take: its body
-        // decides (SPEC §9 `context_length`).
+        // decides (class `context_length`).
         if class == Some(ErrorClass::Request)
             && matches!(status, 400 | 413 | 422)
             && !self.head_request
@@ -799,7 +804,7 @@ impl<'a> Attempts<'a> {
         }
 
         // A 2xx stream is held until its first content: an error event,
-        // an end or a silence before it still fails over (SPEC §9). A
+        // an end or a silence before it still fails over. A
         // translated one is held as the client will see it.
         let mut framer = None;
         let mut decode = match translation {

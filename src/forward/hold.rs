@@ -1,4 +1,4 @@
-//! Holding a 2xx stream until its first content (SPEC §9).
+//! Holding a 2xx stream until its first content.
 //!
 //! A provider under load often answers `200`, sends its setup events
 //! (`message_start`, `ping`; a role-only chat chunk; `response.created`) and

@@ -99,7 +99,7 @@ pub(super) enum Slot {
 }
 
 /// A client that leaves while queued for a limiter slot is a limiter
-/// give-up (SPEC §3.3: class `concurrency`), not a client-cancelled request:
+/// give-up (class `concurrency`), not a client-cancelled request:
 /// it never got as far as a provider. Nobody is left to send the 503 to.
 pub(super) fn left_while_queued(ctx: &mut Ctx, scope: &'static str, e: Box<Error>) -> Handled {
     ctx.rec.class = Some(ErrorClass::Concurrency);

@@ -1,4 +1,4 @@
-//! The request path (SPEC §3): normalise the path, route, authenticate,
+//! The request path: normalise the path, route, authenticate,
 //! read the body, take a limiter slot, then try providers in order until one
 //! answers in a way the client should see.
 //!
@@ -117,7 +117,7 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     ctx.rec.method = req.method.to_string();
 
     // Routes are matched against, and providers sent, the normalised path
-    // only (SPEC §9); the access log records it too.
+    // only; the access log records it too.
     let raw_path = req.uri.path();
     match crate::path::normalise(raw_path) {
         Ok(p) => ctx.rec.path = p.into_owned(),
@@ -132,7 +132,7 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     let route = rt.route_for(&ctx.rec.path);
     match route {
         Some(r) => {
-            ctx.api = r.settings.api;
+            ctx.api = dialect::client_api(r.settings.api, &ctx.rec.path);
             ctx.rec.route = Some(r.settings.name.clone());
         }
         None => {
@@ -154,7 +154,7 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
     };
 
     // Headers that carry a client token, whichever they are: none of them
-    // is forwarded (SPEC §9). Found once here, not per attempt.
+    // is forwarded. Found once here, not per attempt.
     let strip = match &rt.config.client_tokens {
         None => Vec::new(),
         Some(tokens) => {

@@ -1,4 +1,4 @@
-//! Failover sequencing as policy (SPEC §3.4–3.6): which provider to try
+//! Failover sequencing as policy: which provider to try
 //! next, what a failed attempt does to that order, and when to stop.
 //!
 //! Pure: the attempt loop reports facts (a provider was at its own

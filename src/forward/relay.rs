@@ -66,7 +66,7 @@ impl Attempts<'_> {
         let p = t.p.clone();
         let sse = is_sse(&head);
         // A stream cut mid-text may be continued elsewhere with the same
-        // request (SPEC §9 resume_streams): then, and only then, the body
+        // request (`retry.resume_streams`): then, and only then, the body
         // is kept. Otherwise no attempt needs it again, and a long stream
         // must not pin a large prompt for its whole life.
         let resume = self.rt.config.retry.resume_streams
@@ -87,6 +87,13 @@ impl Attempts<'_> {
             Err(e) => return self.fail_commit(ctx, &t, &e),
         };
         let body_done = prefix.is_none() && (self.head_request || up.is_body_done());
+        // A stream's body is the client's, not the provider's: translated,
+        // stitched to a continuation, or closed with an error event of
+        // ours. The provider's length (some servers stream with one) would
+        // cut it short or leave the client waiting for bytes never sent.
+        if sse && !body_done {
+            resp.remove_header(&http::header::CONTENT_LENGTH);
+        }
         // An HTTP/1.1 body of unknown length must be chunked, or the client
         // could only find its end by the connection closing (and a cut
         // stream would look complete).
@@ -97,6 +104,9 @@ impl Attempts<'_> {
             if let Err(e) = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked") {
                 return self.fail_commit(ctx, &t, &e);
             }
+            // The status line goes out as the provider wrote it; an
+            // HTTP/1.0 one cannot announce chunked framing.
+            resp.set_version(http::Version::HTTP_11);
         }
         ctx.committed = true;
         // A client that stops reading must not pin the upstream forever.
@@ -546,6 +556,7 @@ impl Sink {
             // A continuation's message_start is not forwarded; its input
             // was billed all the same.
             usage.input += st.stitcher.input_tokens;
+            ctx.rec.resumed_overlap_trimmed = Some(st.stitcher.trimmed);
         }
         ctx.rec.usage = usage;
         if model.is_some() {

@@ -107,6 +107,9 @@ fn local_header(
     if kind == LocalError::Overloaded {
         resp.insert_header(http::header::RETRY_AFTER, "1")?;
     }
+    if kind.retry_is_futile() {
+        resp.insert_header(headers::X_SHOULD_RETRY, "false")?;
+    }
     headers::stamp(
         &mut resp,
         request_id,
@@ -129,6 +132,10 @@ mod tests {
         assert_eq!(h.headers["x-steadfast-error-class"], "concurrency");
         assert_eq!(h.headers["x-steadfast-provider"], "none");
         assert_eq!(h.headers["x-request-id"], "rid");
+        // Overload is worth a retry: the SDKs' own policy decides.
+        assert!(h.headers.get("x-should-retry").is_none());
+        let h = local_header(LocalError::Unauthorized, "rid", 0, 10).unwrap();
+        assert_eq!(h.headers["x-should-retry"], "false");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Continuing a stream cut mid-answer on the next provider (SPEC §9
-//! `retry.resume_streams`, opt-in). The policy (what can be continued, the
+//! Continuing a stream cut mid-answer on the next provider
+//! (`retry.resume_streams`, opt-in). The policy (what can be continued, the
 //! prefill request, the stitching) is in [`crate::resume`]; this is the
 //! I/O: find a provider that takes the prefill, send the continuation, and
 //! hand its stream to the relay.

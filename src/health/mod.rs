@@ -54,7 +54,7 @@ pub enum ProviderState {
     Ejected,
     CoolingDown,
     Unhealthy,
-    /// Taken out by an operator (SPEC §9 admin API).
+    /// Taken out by an operator (the admin API).
     Disabled,
 }
 
@@ -328,6 +328,14 @@ impl ProviderHealth {
 
     pub fn availability(&self, now: Instant) -> Availability {
         availability(&self.at(now), now)
+    }
+
+    /// What ordering a request's candidates needs, under one lock (the
+    /// request path reads every provider of a route per request; several
+    /// lock round trips per provider are shared cache lines on every core).
+    pub fn candidate(&self, now: Instant) -> (Availability, Option<Instant>) {
+        let b = self.at(now);
+        (availability(&b, now), b.last_failure_at)
     }
 
     /// Claim the right to send an attempt. A half-open provider admits one

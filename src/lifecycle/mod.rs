@@ -1,4 +1,4 @@
-//! Signals, drain, reload and upgrade (SPEC §8).
+//! Signals, drain, reload and upgrade.
 //!
 //! Pingora's own SIGTERM handling sleeps a fixed grace period. Ours flips
 //! `/ready` to 503 at once, keeps accepting for `drain_delay_ms`, then lets

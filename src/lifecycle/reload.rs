@@ -1,9 +1,9 @@
-//! Hot reload (SPEC §8): SIGHUP, or a change of the config file's content,
+//! Hot reload: SIGHUP, or a change of the config file's content,
 //! re-reads and validates the config and swaps it in atomically. Requests in
 //! flight keep the snapshot they started with; provider health carries over
 //! by name; an invalid file changes nothing.
 //!
-//! The same watcher re-reads provider key files (`api_key_file`, SPEC §9)
+//! The same watcher re-reads provider key files (`api_key_file`)
 //! with the same rule: a changed, good key is swapped in for the next
 //! attempt; an empty or unreadable file keeps the key in use and says why
 //! (see [`crate::keys`]).

@@ -1,4 +1,4 @@
-//! OpenTelemetry traces (SPEC §9 `telemetry.otlp_endpoint`): one server
+//! OpenTelemetry traces (`telemetry.otlp_endpoint`): one server
 //! span per client request and one client span per provider attempt,
 //! exported over OTLP/gRPC in batches by a background service.
 //!

@@ -124,6 +124,79 @@ fn claude_code_request_to_responses() {
     assert!(v.get("stream_options").is_none());
 }
 
+/// Claude Code 2.1 (beta `mid-conversation-system-2026-04-07`) sends
+/// system text as messages of role "system", after the last user turn.
+#[test]
+fn claude_code_mid_conversation_system_messages_to_chat() {
+    let (v, t) = req(
+        Api::Anthropic,
+        Api::OpenAi,
+        "messages/request_claude_code_2_1.json",
+    );
+    let m = v["messages"].as_array().unwrap();
+    assert_eq!(m.len(), 4, "{m:#?}");
+    assert_eq!(m[0]["role"], "system");
+    assert!(m[0]["content"]
+        .as_str()
+        .unwrap()
+        .ends_with("built on Anthropic's Claude Agent SDK."));
+    assert_eq!(m[1]["role"], "user");
+    assert_eq!(m[1]["content"][1]["text"], "say hi");
+    // In place, in order, as Chat system messages.
+    assert_eq!(
+        m[2],
+        json!({"role": "system", "content": "Available agent types for the Agent tool:\n- claude: Catch-all for any task."})
+    );
+    assert_eq!(
+        m[3],
+        json!({"role": "system", "content": "Skills available:\n\n- review"})
+    );
+    assert!(t.notes.contains(Note::CacheControlDropped));
+    assert!(!String::from_utf8_lossy(&t.body).contains("cache_control"));
+}
+
+#[test]
+fn claude_code_mid_conversation_system_messages_to_responses() {
+    let (v, _) = req(
+        Api::Anthropic,
+        Api::OpenAiResponses,
+        "messages/request_claude_code_2_1.json",
+    );
+    assert!(v["instructions"]
+        .as_str()
+        .unwrap()
+        .starts_with("x-anthropic-billing-header"));
+    let input = v["input"].as_array().unwrap();
+    assert_eq!(input.len(), 3, "{input:#?}");
+    assert_eq!(input[0]["role"], "user");
+    assert_eq!(
+        input[1],
+        json!({"role": "system", "content": [
+            {"type": "input_text", "text": "Available agent types for the Agent tool:\n- claude: Catch-all for any task."}
+        ]})
+    );
+    assert_eq!(input[2]["role"], "system");
+    assert_eq!(
+        input[2]["content"],
+        json!([
+            {"type": "input_text", "text": "Skills available:"},
+            {"type": "input_text", "text": "- review"}
+        ])
+    );
+}
+
+#[test]
+fn a_system_message_with_a_non_text_block_is_refused() {
+    let body = r#"{"model":"m","max_tokens":8,"messages":[
+        {"role":"user","content":"hi"},
+        {"role":"system","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":"AA=="}}]}
+    ]}"#;
+    for upstream in [Api::OpenAi, Api::OpenAiResponses] {
+        let e = refused(Api::Anthropic, upstream, body);
+        assert!(e.contains("a system block of type \"image\""), "{e}");
+    }
+}
+
 #[test]
 fn multi_tool_history_and_tool_errors_to_chat() {
     let (v, t) = req(

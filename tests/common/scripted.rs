@@ -20,6 +20,12 @@ pub enum Then {
     Linger,
     /// Reset the connection without ending the body.
     Reset,
+    /// Send the events as a body of announced length (Content-Length, not
+    /// chunked), as some OpenAI-compatible servers stream.
+    Length,
+    /// Answer as an HTTP/1.0 server: no framing, the body ends when the
+    /// connection closes.
+    Http10,
 }
 
 /// A request the scripted upstream received.
@@ -94,6 +100,24 @@ async fn serve(
         body: buf[head_end..head_end + len].to_vec(),
     });
     let mut out = Vec::new();
+    if let Then::Http10 = then {
+        out.extend_from_slice(b"HTTP/1.0 200 OK\r\ncontent-type: text/event-stream\r\n\r\n");
+        out.extend_from_slice(events.concat().as_bytes());
+        let _ = s.write_all(&out).await;
+        return;
+    }
+    if let Then::Length = then {
+        let body = events.concat();
+        out.extend_from_slice(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nrequest-id: req_scripted_1\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        let _ = s.write_all(&out).await;
+        return;
+    }
     out.extend_from_slice(
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nrequest-id: req_scripted_1\r\n\r\n",
     );
@@ -105,7 +129,7 @@ async fn serve(
     }
     let _ = s.write_all(&out).await;
     match then {
-        Then::End => {}
+        Then::End | Then::Length | Then::Http10 => {}
         Then::Linger => tokio::time::sleep(Duration::from_secs(30)).await,
         Then::Reset => {
             let _ = s.set_zero_linger();

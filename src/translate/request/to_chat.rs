@@ -36,6 +36,14 @@ pub fn translate<'a>(
         match m.role.as_ref() {
             "user" => user(m, &mut msgs, notes)?,
             "assistant" => assistant(m, &mut msgs, notes)?,
+            // Mid-conversation system text (Claude Code sends it after the
+            // last user turn): Chat takes system messages anywhere.
+            "system" => {
+                let text = system_text(&m.content, notes)?;
+                if !text.is_empty() {
+                    msgs.push(message("system", Some(ContentOut::Text(text))));
+                }
+            }
             other => return Err(Untranslatable::new(format!("a message of role {other:?}"))),
         }
     }

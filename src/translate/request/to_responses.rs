@@ -32,6 +32,9 @@ pub fn translate<'a>(
         match m.role.as_ref() {
             "user" => user(m, &mut input, notes)?,
             "assistant" => assistant(m, &mut input, notes)?,
+            // Mid-conversation system text (Claude Code sends it after the
+            // last user turn): a system message item in its place.
+            "system" => system(m, &mut input, notes)?,
             other => return Err(Untranslatable::new(format!("a message of role {other:?}"))),
         }
     }
@@ -79,6 +82,31 @@ pub fn translate<'a>(
         reasoning: thinking_effort(req, model, notes).map(|effort| ReasoningOut { effort }),
         store: false,
     })
+}
+
+fn system<'a>(
+    m: &'a Message<'a>,
+    input: &mut Vec<ItemOut<'a>>,
+    notes: &mut Notes,
+) -> Result<(), Untranslatable> {
+    let text = system_text(&m.content, notes)?;
+    if text.is_empty() {
+        return Ok(());
+    }
+    let content = match &m.content {
+        StrOr::Str(s) => vec![PartOut::InputText { text: s }],
+        StrOr::Other(blocks) => blocks
+            .iter()
+            .map(|b| PartOut::InputText {
+                text: b.text.as_deref().unwrap_or(""),
+            })
+            .collect(),
+    };
+    input.push(ItemOut::Message {
+        role: "system",
+        content,
+    });
+    Ok(())
 }
 
 fn user<'a>(

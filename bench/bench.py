@@ -6,7 +6,11 @@ against every peer in turn (the order rotates per round), tears everything
 down, and writes bench/RESULTS.md plus raw outputs under bench/out/.
 
 Peers ("direct" is the load generator straight to the upstream):
-  steadfast, nginx (reverse proxy), haproxy, litellm (LiteLLM proxy).
+  steadfast, nginx (reverse proxy), haproxy, litellm (LiteLLM proxy),
+  pingora (a stock Pingora proxy, for reference), and steadfast variants
+  for side-by-side costs: steadfast-glibc (built without jemalloc),
+  steadfast-nosteal (server.work_stealing: false), steadfast-otel
+  (tracing on, every request exported to a local OTLP sink).
 
 Nothing here asserts a timing: it measures and reports.
 """
@@ -59,12 +63,27 @@ K = {
     "STREAM_TIMEOUT_S": env_int("STREAM_TIMEOUT_S", 180),       # LiteLLM needs ~1-2 min for 10k
     "FO_RATE": env_int("FO_RATE", 100),
     "FO_DURATION": env_int("FO_DURATION", 3 if QUICK else 10),
+    "FLOOD_CONNS": env_int("FLOOD_CONNS", 2000 if QUICK else 4000),   # keep-alive connections, one request each
+    "FLOOD_PARALLEL": env_int("FLOOD_PARALLEL", 512),           # of them connecting / in flight at a time
+    "FLOOD_SETTLE_S": env_int("FLOOD_SETTLE_S", 10),            # longest wait for RSS to come back after the close
+    "TR_N": env_int("TR_N", 50 if QUICK else 200),              # translated / plain streams per round
+    "TR_EVENTS": env_int("TR_EVENTS", 50),                      # chunks per stream for the translation figure
+    "TR_EVENT_DELAY_MS": env_int("TR_EVENT_DELAY_MS", 1),
+    "RESUME_N": env_int("RESUME_N", 50 if QUICK else 200),      # cut-and-resumed streams per round
+    "RESUME_CUT_AFTER": env_int("RESUME_CUT_AFTER", 5),         # content events before the cut
+    "RESUME_EVENT_DELAY_MS": env_int("RESUME_EVENT_DELAY_MS", 5),
     "BASE_PORT": env_int("BASE_PORT", 18000),
     "WRK_THREADS": env_int("WRK_THREADS", 2),
     "PROXY_THREADS": env_int("PROXY_THREADS", 2),               # threads / workers for every peer
 }
 K["LITELLM_WORKERS"] = env_int("LITELLM_WORKERS", K["PROXY_THREADS"])   # uvicorn worker processes
-ALL_PEERS = ["steadfast", "nginx", "haproxy", "litellm", "pingora"]
+# The other proxies, compared with steadfast.
+MAIN_PEERS = ["steadfast", "nginx", "haproxy", "litellm", "pingora"]
+# steadfast itself built or configured otherwise, each its own process and
+# column: what the allocator, Pingora's work stealing and tracing cost.
+VARIANTS = ["steadfast-glibc", "steadfast-nosteal", "steadfast-otel"]
+ALL_PEERS = MAIN_PEERS + VARIANTS
+STEADFASTS = ["steadfast"] + VARIANTS
 DISPLAY = {"pingora": "pingora (baseline)"}
 # "pingora" is a reference, not a competitor: Pingora's stock proxy with no
 # logic of its own (bench/pingora-baseline), the floor steadfast is built on.
@@ -72,8 +91,16 @@ PEERS = [p for p in os.environ.get("PEERS", ",".join(ALL_PEERS)).split(",") if p
 for p in PEERS:
     if p not in ALL_PEERS:
         sys.exit(f"unknown peer {p!r}; known: {', '.join(ALL_PEERS)}")
+ALL_SCENARIOS = ["throughput", "latency", "sse", "cpu", "flood", "failover", "streams", "translate", "resume",
+                 "held"]
+SCENARIOS = [x for x in os.environ.get("SCENARIOS", ",".join(ALL_SCENARIOS)).split(",") if x]
+for x in SCENARIOS:
+    if x not in ALL_SCENARIOS:
+        sys.exit(f"unknown scenario {x!r}; known: {', '.join(ALL_SCENARIOS)}")
 
 STEADFAST = os.environ.get("STEADFAST_BIN", os.path.join(ROOT, "target/release/steadfast"))
+# The same sources built with --no-default-features (no jemalloc; bench/run.sh builds it).
+STEADFAST_GLIBC = os.environ.get("STEADFAST_GLIBC_BIN", os.path.join(ROOT, "target/bench/steadfast-glibc/steadfast"))
 SFBENCH = os.environ.get("SFBENCH_BIN", os.path.join(ROOT, "target/bench/tools/release/sfbench"))
 PINGORA = os.environ.get("PINGORA_BIN", os.path.join(ROOT, "target/bench/pingora-baseline/release/pingora-baseline"))
 VENV = os.environ.get("BENCH_VENV", os.path.join(ROOT, "target/bench/venv"))
@@ -82,18 +109,27 @@ B = K["BASE_PORT"]
 PORT = {
     "up": B,            # nginx upstream: canned chat completion JSON
     "up429": B + 1,     # nginx upstream: 429
+    "tr_up": B + 2,     # sfbench upstream: long streams for the translation figure
+    "cut": B + 3,       # sfbench upstream: cuts every stream mid-text (resumption figure)
+    "cont": B + 4,      # sfbench upstream: answers the continuation (resumption figure)
+    "otlp": B + 5,      # sfbench otlp-sink (steadfast-otel, or STEADFAST_OTLP=1)
     "dead": B + 9,      # nothing listens here: connection refused
     "sse": B + 10,      # sfbench upstream: SSE, first event at once
-    # B+11..B+15: sfbench upstream holding streams, one port per peer
+    # steadfast and its variants: proxy port, admin port one above
     "steadfast": B + 20,
-    "steadfast_admin": B + 21,
-    "otlp": B + 22,     # sfbench otlp-sink, with STEADFAST_OTLP=1
+    "steadfast-glibc": B + 22,
+    "steadfast-nosteal": B + 24,
+    "steadfast-otel": B + 26,
+    "steadfast-resume": B + 28,   # the resumption scenario's own instance
     "nginx": B + 30,
     "haproxy": B + 40,
     "litellm": B + 50,
     "pingora": B + 60,
 }
-HOLD_PORT = {name: B + 11 + i for i, name in enumerate(["direct"] + ALL_PEERS)}
+ADMIN_PORT = {name: PORT[name] + 1 for name in STEADFASTS + ["steadfast-resume"]}
+PORT["steadfast_admin"] = ADMIN_PORT["steadfast"]
+# B+70..: sfbench upstream holding streams, one port per peer
+HOLD_PORT = {name: B + 70 + i for i, name in enumerate(["direct"] + ALL_PEERS)}
 
 # Clients send it to every peer; LiteLLM requires a master key to start.
 KEY = "sk-bench-4f3c9a1e7b2d48a6b0c5e9f1a2d3c4b5"
@@ -240,6 +276,17 @@ def pss_bytes(pid):
     return total
 
 
+def open_fds(pid):
+    """Open file descriptors over the process tree (listeners, pooled upstream connections, ...)."""
+    total = 0
+    for x in tree(pid):
+        try:
+            total += len(os.listdir(f"/proc/{x}/fd"))
+        except OSError:
+            pass
+    return total
+
+
 def cpu_seconds(pid):
     total = 0
     for x in tree(pid):
@@ -304,22 +351,35 @@ http {{
 """)
 
 
-# STEADFAST_OTLP=1: steadfast records and exports a trace of every request
-# (sample_ratio 1.0) to a local OTLP/gRPC sink, to measure what tracing
-# costs; compare with a run without it.
+# STEADFAST_OTLP=1: the steadfast column records and exports a trace of
+# every request (sample_ratio 1.0) to a local OTLP/gRPC sink. The
+# steadfast-otel column does the same side by side with an untraced one.
 OTLP = os.environ.get("STEADFAST_OTLP", "") not in ("", "0")
+# The translated provider's key (a translated provider needs its own);
+# sfbench upstream ignores it.
+UPSTREAM_KEY_ENV = "BENCH_UPSTREAM_KEY"
 
 
-def steadfast_conf():
+def traced(name):
+    return name == "steadfast-otel" or (name == "steadfast" and OTLP)
+
+
+def steadfast_conf(name):
+    """The config of steadfast or one of its variants (same routes, own ports and files)."""
     threads = K["PROXY_THREADS"]
     telemetry = (f'telemetry: {{ otlp_endpoint: "http://127.0.0.1:{PORT["otlp"]}", sample_ratio: 1.0 }}'
-                 if OTLP else "")
-    return write(os.path.join(CONF, "steadfast.yaml"), f"""
-listen: {{ proxy: "127.0.0.1:{PORT['steadfast']}", admin: "127.0.0.1:{PORT['steadfast_admin']}" }}
-server: {{ threads: {threads}, pid_file: "{RUN}/steadfast.pid", upgrade_sock: "{RUN}/steadfast.sock", drain_delay_ms: 0, shutdown_timeout_ms: 1000 }}
+                 if traced(name) else "")
+    stealing = ", work_stealing: false" if name == "steadfast-nosteal" else ""
+    resume = name == "steadfast-resume"
+    hold = HOLD_PORT.get(name, HOLD_PORT["steadfast"])
+    return write(os.path.join(CONF, f"{name}.yaml"), f"""
+listen: {{ proxy: "127.0.0.1:{PORT[name]}", admin: "127.0.0.1:{ADMIN_PORT[name]}" }}
+server: {{ threads: {threads}{stealing}, pid_file: "{RUN}/{name}.pid", upgrade_sock: "{RUN}/{name}.sock", drain_delay_ms: 0, shutdown_timeout_ms: 1000 }}
 limits: {{ max_inflight: 20000, queue_timeout_ms: 5000 }}
 timeouts: {{ stream_idle_ms: 3600000, total_ms: 3600000 }}
-retry: {{ max_attempts: 3 }}
+# resume_streams keeps each stream's request body and tracks its text, so
+# only the resumption scenario's own instance has it on.
+retry: {{ max_attempts: 3{", resume_streams: true" if resume else ""} }}
 # Failover figures measure the cost of one failover per request, so passive
 # ejection is effectively off (as nginx max_fails=0, haproxy without checks),
 # and a 429 cooldown without Retry-After lasts 1 ms.
@@ -327,14 +387,23 @@ health: {{ eject_after_failures: 1000000000, base_ejection_ms: 1, max_ejection_m
 providers:
   - {{ name: up,   api: openai, base_url: "http://127.0.0.1:{PORT['up']}" }}
   - {{ name: sse,  api: openai, base_url: "http://127.0.0.1:{PORT['sse']}" }}
-  - {{ name: hold, api: openai, base_url: "http://127.0.0.1:{HOLD_PORT['steadfast']}" }}
+  - {{ name: hold, api: openai, base_url: "http://127.0.0.1:{hold}" }}
   - {{ name: dead, api: openai, base_url: "http://127.0.0.1:{PORT['dead']}" }}
   - {{ name: r429, api: openai, base_url: "http://127.0.0.1:{PORT['up429']}" }}
+  - {{ name: tr,   api: openai, base_url: "http://127.0.0.1:{PORT['tr_up']}", api_key_env: {UPSTREAM_KEY_ENV} }}
+  - {{ name: cut,  api: openai, base_url: "http://127.0.0.1:{PORT['cut']}" }}
+  # prefill: auto assumes only Anthropic providers take an assistant prefill.
+  - {{ name: cont, api: openai, base_url: "http://127.0.0.1:{PORT['cont']}", prefill: true }}
 routes:
   - {{ name: sse,     paths: ["/sse/"],     providers: [sse] }}
   - {{ name: hold,    paths: ["/hold/"],    providers: [hold] }}
   - {{ name: fo-dead, paths: ["/fo-dead/"], strategy: priority, providers: [dead, up] }}
   - {{ name: fo-429,  paths: ["/fo-429/"],  strategy: priority, providers: [r429, up] }}
+  # The same OpenAI Chat provider, for Anthropic clients (translated) and
+  # for OpenAI clients (passed through).
+  - {{ name: tr,       paths: ["/tr/v1/messages"], translate: true, providers: [tr] }}
+  - {{ name: tr-plain, paths: ["/tr-plain/"],      providers: [tr] }}
+  - {{ name: resume,   paths: ["/resume/"], strategy: priority, providers: [cut, cont] }}
   - {{ name: chat,    paths: ["/v1/chat/completions"], strategy: priority, providers: [up] }}
 logging: {{ access_log: off }}
 {telemetry}
@@ -473,11 +542,19 @@ def write_bodies():
         if stream:
             body["stream"] = True
         write(os.path.join(BODIES, f"{kind}.json"), json.dumps(body))
+    # An Anthropic Messages client (translated route), an OpenAI client on
+    # the same provider untranslated, and the resumption route's.
+    write(os.path.join(BODIES, "tr.json"), json.dumps({"model": "bench-tr", "max_tokens": 64, "stream": True,
+                                                       "messages": msgs}))
+    for kind in ("tr_plain", "resume"):
+        write(os.path.join(BODIES, f"{kind}.json"), json.dumps({"model": "bench", "messages": msgs,
+                                                                "max_tokens": 64, "stream": True}))
 
 
 # ------------------------------------------------------------------ peers
 
-PREFIX = {"json": "", "sse": "/sse", "hold": "/hold", "fo_dead": "/fo-dead", "fo_429": "/fo-429"}
+PREFIX = {"json": "", "sse": "/sse", "hold": "/hold", "fo_dead": "/fo-dead", "fo_429": "/fo-429",
+          "tr_plain": "/tr-plain", "resume": "/resume"}
 
 
 class Peer:
@@ -489,6 +566,8 @@ class Peer:
         return self.proc.pid if self.proc else None
 
     def path(self, kind):
+        if kind == "tr":
+            return "/tr/v1/messages"
         if self.name in ("litellm", "direct"):
             return "/v1/chat/completions"
         return PREFIX[kind] + "/v1/chat/completions"
@@ -504,7 +583,41 @@ class Peer:
         return f"http://{self.addr(kind)}{self.path(kind)}"
 
     def supports(self, kind):
+        if kind in ("tr", "tr_plain", "resume"):
+            return self.name in STEADFASTS
         return not (self.name in ("direct", "pingora") and kind in ("fo_dead", "fo_429"))
+
+
+def allocator(path):
+    """Which allocator a steadfast binary carries: jemalloc exports its options symbol."""
+    try:
+        with open(path, "rb") as f:
+            return "jemalloc" if b"_rjem_malloc_conf" in f.read() else "system malloc"
+    except OSError:
+        return "?"
+
+
+def steadfast_bin(name):
+    return STEADFAST_GLIBC if name == "steadfast-glibc" else STEADFAST
+
+
+def start_steadfast(name):
+    """Start steadfast or a variant; None (and a note) when its binary is missing or wrong."""
+    binary = steadfast_bin(name)
+    if not os.path.exists(binary):
+        NOTES.append(f"{name}: binary {binary} missing (bench/run.sh builds it); its column is n/a.")
+        return None
+    if name == "steadfast-glibc" and allocator(binary) != "system malloc":
+        NOTES.append(f"{name}: {binary} carries jemalloc (not built with --no-default-features); its column is n/a.")
+        return None
+    argv = [binary, "serve", "-c", steadfast_conf(name)]
+    env = dict(os.environ, RUST_LOG="warn", **{UPSTREAM_KEY_ENV: "sk-bench-upstream"})
+    if name == "steadfast" and os.environ.get("STEADFAST_LD_PRELOAD"):   # e.g. another malloc, for experiments
+        env["LD_PRELOAD"] = os.environ["STEADFAST_LD_PRELOAD"]
+        NOTES.append(f"steadfast ran with LD_PRELOAD={env['LD_PRELOAD']}")
+    p = spawn(name, argv, env=env)
+    wait_port(PORT[name], p, name)
+    return p
 
 
 def start_all():
@@ -531,23 +644,36 @@ def start_all():
                      % (PORT["up"], PORT["up429"])))
     COMMANDS.append(("upstream", " ".join(sse_args).replace(ROOT + "/", "")))
     COMMANDS.append(("upstream", " ".join(hold_args).replace(ROOT + "/", "")))
+    steadfasts = [n for n in STEADFASTS if n in PEERS]
+    extra_up = []
+    if "steadfast" in PEERS and "translate" in SCENARIOS:
+        extra_up.append(("tr-upstream", "tr_up", ["--events", str(K["TR_EVENTS"]),
+                                                  "--event-delay-ms", str(K["TR_EVENT_DELAY_MS"])]))
+    if "steadfast" in PEERS and "resume" in SCENARIOS:
+        # The first provider cuts every stream where content event CUT_AFTER+1
+        # was due; the second continues it with tokens named "more".
+        extra_up.append(("cut-upstream", "cut", ["--events", "1000", "--cut-after", str(K["RESUME_CUT_AFTER"]),
+                                                 "--event-delay-ms", str(K["RESUME_EVENT_DELAY_MS"])]))
+        extra_up.append(("cont-upstream", "cont", ["--events", "4", "--word", "more",
+                                                   "--event-delay-ms", str(K["RESUME_EVENT_DELAY_MS"])]))
+    for logname, port, extra in extra_up:
+        argv = [SFBENCH, "upstream", "--listen", f"127.0.0.1:{PORT[port]}"] + extra
+        p = spawn(logname, argv)
+        wait_port(PORT[port], p, logname)
+        COMMANDS.append(("upstream", " ".join(argv).replace(ROOT + "/", "")))
 
-    if "steadfast" in PEERS and OTLP:
+    if any(traced(n) for n in steadfasts):
         sink_args = [SFBENCH, "otlp-sink", "--listen", f"127.0.0.1:{PORT['otlp']}"]
         p = spawn("otlp-sink", sink_args)
         wait_port(PORT["otlp"], p, "otlp-sink")
         COMMANDS.append(("otlp", " ".join(sink_args).replace(ROOT + "/", "")))
-        NOTES.append("steadfast ran with tracing on (STEADFAST_OTLP=1): telemetry.otlp_endpoint set, "
-                     "sample_ratio 1.0, every request exported to sfbench otlp-sink")
-    if "steadfast" in PEERS:
-        argv = [STEADFAST, "serve", "-c", steadfast_conf()]
-        env = dict(os.environ, RUST_LOG="warn")
-        if os.environ.get("STEADFAST_LD_PRELOAD"):   # e.g. an alternative malloc, for experiments
-            env["LD_PRELOAD"] = os.environ["STEADFAST_LD_PRELOAD"]
-            NOTES.append(f"steadfast ran with LD_PRELOAD={env['LD_PRELOAD']}")
-        p = spawn("steadfast", argv, env=env)
-        wait_port(PORT["steadfast"], p, "steadfast")
-        peers["steadfast"] = Peer("steadfast", PORT["steadfast"], p)
+        if OTLP:
+            NOTES.append("the steadfast column ran with tracing on (STEADFAST_OTLP=1): telemetry.otlp_endpoint set, "
+                         "sample_ratio 1.0, every request exported to sfbench otlp-sink")
+    for name in steadfasts:
+        p = start_steadfast(name)
+        if p:
+            peers[name] = Peer(name, PORT[name], p)
     if "nginx" in PEERS:
         p = spawn("nginx-proxy", ["nginx", "-e", f"{LOGS}/nginx-proxy.error.log", "-g", "daemon off;",
                                   "-c", nginx_proxy_conf()])
@@ -726,22 +852,15 @@ def scenario_latency(peers):
 
 
 def scenario_sse(peers):
-    log(f"SSE first-event latency (sfbench ttfe; upstream sends event 1 at once, then "
+    log(f"SSE first-event latency (sfbench ttfe; upstream sends event 1, role and first token, at once, then "
         f"{K['SSE_EVENTS'] - 1} more {K['SSE_EVENT_DELAY_MS']} ms apart)")
     got = {n: [] for n in peers}
     for rnd in range(K["ROUNDS"]):
         for name in rotate(list(peers), rnd):
             peer = peers[name]
-            addr = peer.addr("sse")
-            argv = [SFBENCH, "ttfe", "--addr", addr, "--path", peer.path("sse"), "--body-file",
-                    f"{BODIES}/sse.json", "--n", str(K["TTFE_N"]), "--warmup", "20",
-                    "--header", f"Authorization: Bearer {KEY}"]
-            out = run(argv, "sse_first_event", 300)
-            save(f"sse-{name}-r{rnd}.json", out)
-            try:
-                j = json.loads(out.strip().splitlines()[-1])
-            except (ValueError, IndexError):
-                j = {"ok": 0, "errors": -1, "last_error": out[-300:]}
+            # The first token must reach the client (a peer that dropped it would look fast).
+            j = ttfe_run(peer, "sse", K["TTFE_N"], 20, "sse_first_event", expect=["tok0 "])
+            save(f"sse-{name}-r{rnd}.json", json.dumps(j))
             got[name].append(j)
             fe = j.get("first_event_us") or {}
             en = j.get("end_us") or {}
@@ -813,7 +932,7 @@ def scenario_failover(peers):
         for name in rotate([n for n in peers if peers[n].supports("fo_dead")], rnd):
             peer = peers[name]
             for kind in ("json", "fo_dead", "fo_429"):
-                m0 = scrape(PORT["steadfast_admin"]) if name == "steadfast" else ""
+                m0 = scrape(ADMIN_PORT[name]) if name in STEADFASTS else ""
                 l0 = count_lines(f"{LOGS}/upstream-429.access.log")
                 j = oha(peer, kind, ["-z", f"{dur}s", "-q", str(rate), "--latency-correction", "-c", "16"],
                         "failover", dur + 60)
@@ -824,8 +943,8 @@ def scenario_failover(peers):
                 s["hit_first"] = None
                 if kind == "fo_429" and total:
                     s["hit_first"] = hit429 / total
-                if name == "steadfast" and kind == "fo_dead" and total:
-                    m1 = scrape(PORT["steadfast_admin"])
+                if name in STEADFASTS and kind == "fo_dead" and total:
+                    m1 = scrape(ADMIN_PORT[name])
                     tried = (metric_sum(m1, "steadfast_upstream_attempts_total", provider="dead")
                              - metric_sum(m0, "steadfast_upstream_attempts_total", provider="dead"))
                     s["hit_first"] = tried / total
@@ -866,25 +985,9 @@ def scenario_streams(peers):
                 "--timeout-s", str(K["STREAM_TIMEOUT_S"]), "--hold-s", "600",
                 "--header", f"Authorization: Bearer {KEY}"]
         COMMANDS.append(("streams", " ".join(shlex.quote(a) for a in argv)))
-        p = spawn(f"hold-{name}", argv, stdin=subprocess.PIPE)
-        # spawn() sends stdout to a log file; read the result line from it.
-        logpath = os.path.join(LOGS, f"hold-{name}.log")
-        end = time.time() + K["STREAM_TIMEOUT_S"] + 30
-        line = None
-        while time.time() < end and p.poll() is None:
-            with open(logpath) as f:
-                for l in f:
-                    if l.startswith("{"):
-                        line = l
-            if line:
-                break
-            time.sleep(0.2)
+        p, j = park(f"hold-{name}", argv, K["STREAM_TIMEOUT_S"] + 30)
         time.sleep(1)   # let allocations settle
         rss = rss_bytes(peer.pid)
-        try:
-            j = json.loads(line) if line else {"held": 0, "last_error": "no result line"}
-        except ValueError:
-            j = {"held": 0, "last_error": line}
         R["rss_streams"][name] = rss
         R["streams_held"][name] = j.get("held", 0)
         R["streams_establish_s"][name] = j.get("establish_s")
@@ -893,16 +996,201 @@ def scenario_streams(peers):
         if j.get("held", 0) < n:
             NOTES.append(f"open SSE streams through {name}: only {j.get('held')} of {n} streams got their first "
                          f"event within {K['STREAM_TIMEOUT_S']} s (last error: {j.get('last_error')!r})")
-        try:
-            p.stdin.close()
-        except OSError:
-            pass
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            stop(f"hold-{name}", p)
-        PROCS.remove((f"hold-{name}", p))
+        unpark(f"hold-{name}", p)
         time.sleep(3)   # let the peer close its upstream side
+
+
+def park(logname, argv, timeout):
+    """Start an sfbench client that opens connections and keeps them (hold, flood);
+    return it and the JSON line it prints once they are all open."""
+    p = spawn(logname, argv, stdin=subprocess.PIPE)
+    # spawn() sends stdout to a log file; read the result line from it.
+    logpath = os.path.join(LOGS, f"{logname}.log")
+    end = time.time() + timeout
+    line = None
+    while time.time() < end and p.poll() is None:
+        with open(logpath) as f:
+            for l in f:
+                if l.startswith("{"):
+                    line = l
+        if line:
+            break
+        time.sleep(0.2)
+    try:
+        j = json.loads(line) if line else {"held": 0, "last_error": "no result line"}
+    except ValueError:
+        j = {"held": 0, "last_error": line}
+    return p, j
+
+
+def unpark(logname, p):
+    """Close a parked client's stdin: it closes all its connections and exits."""
+    try:
+        p.stdin.close()
+    except OSError:
+        pass
+    try:
+        p.wait(30)
+    except subprocess.TimeoutExpired:
+        stop(logname, p)
+    PROCS.remove((logname, p))
+
+
+def scenario_flood(peers):
+    """RSS before, during and after a flood of keep-alive connections."""
+    limit = nofile()
+    n = min(K["FLOOD_CONNS"], (limit - 200) // 2)   # the peer may hold an upstream socket per connection
+    if n < K["FLOOD_CONNS"]:
+        NOTES.append(f"connection flood: asked for {K['FLOOD_CONNS']} connections, ran {n} (open-files limit {limit}).")
+    R["flood_n"] = n
+    log(f"connection flood: {n} keep-alive connections, one request each, then all closed; "
+        f"RSS polled for up to {K['FLOOD_SETTLE_S']} s")
+    for fig in ("flood_before", "flood_peak", "flood_after", "flood_settle_s", "flood_ok", "flood_series", "flood_fds"):
+        R[fig] = {}
+    for name, peer in peers.items():
+        if name == "direct":
+            continue
+        time.sleep(1)
+        before = rss_bytes(peer.pid)
+        argv = [SFBENCH, "flood", "--addr", peer.addr("json"), "--path", peer.path("json"),
+                "--body-file", f"{BODIES}/json.json", "--accept", "application/json", "--conns", str(n),
+                "--parallel", str(K["FLOOD_PARALLEL"]), "--timeout-s", str(K["STREAM_TIMEOUT_S"]), "--hold-s", "600",
+                "--header", f"Authorization: Bearer {KEY}"]
+        COMMANDS.append(("flood", " ".join(shlex.quote(a) for a in argv)))
+        p, j = park(f"flood-{name}", argv, K["STREAM_TIMEOUT_S"] + 30)
+        peak = rss_bytes(peer.pid)
+        unpark(f"flood-{name}", p)
+        # Settled once RSS has stayed within 1% (256 KiB at least) for 3 s;
+        # reported from the first of those samples.
+        t0, series, settled = time.time(), [], None
+        while time.time() - t0 < K["FLOOD_SETTLE_S"]:
+            time.sleep(0.5)
+            series.append((round(time.time() - t0, 1), rss_bytes(peer.pid)))
+            last = [r for _, r in series[-7:]]
+            if len(last) == 7 and max(last) - min(last) <= max(256 * 1024, 0.01 * max(last)):
+                settled = series[-7][0]
+                break
+        after = series[-1][1] if series else peak
+        R["flood_before"][name], R["flood_peak"][name], R["flood_after"][name] = before, peak, after
+        R["flood_settle_s"][name] = settled
+        R["flood_ok"][name] = j.get("held", 0)
+        R["flood_series"][name] = series
+        R["flood_fds"][name] = open_fds(peer.pid)
+        log(f"  {name:18s}: {j.get('held')}/{n} answered in {j.get('establish_s')} s; RSS before {before / 2**20:.1f} MiB, "
+            f"with all open {peak / 2**20:.1f} MiB, after close {after / 2**20:.1f} MiB "
+            + (f"(settled {settled:.1f} s after the close)" if settled is not None
+               else f"(still moving {K['FLOOD_SETTLE_S']} s after the close)")
+            + f"; {R['flood_fds'][name]} fds open {j.get('last_error') or ''}")
+        if j.get("held", 0) < n:
+            NOTES.append(f"connection flood through {name}: only {j.get('held')} of {n} connections got their answer "
+                         f"(last error: {j.get('last_error')!r})")
+        time.sleep(2)
+
+
+def ttfe_run(peer, kind, n, warmup, scenario, expect=()):
+    argv = [SFBENCH, "ttfe", "--addr", peer.addr(kind), "--path", peer.path(kind), "--body-file",
+            f"{BODIES}/{kind}.json", "--n", str(n), "--warmup", str(warmup),
+            "--header", f"Authorization: Bearer {KEY}"]
+    for e in expect:
+        argv += ["--expect", e]
+    out = run(argv, scenario, 300)
+    try:
+        return json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"ok": 0, "errors": -1, "last_error": out[-300:]}
+
+
+def scenario_translate(peers):
+    """An Anthropic client through a translate: true route to an OpenAI Chat provider,
+    against an OpenAI client on the same provider untranslated (steadfast only)."""
+    if "steadfast" not in peers:
+        return
+    peer = peers["steadfast"]
+    n, events = K["TR_N"], K["TR_EVENTS"]
+    warmup = 10
+    log(f"translated streams: {n} Anthropic-dialect streams via translate: true to an OpenAI Chat provider vs "
+        f"{n} OpenAI streams untranslated; {events} chunks {K['TR_EVENT_DELAY_MS']} ms apart")
+    got = {"tr": [], "tr_plain": []}
+    for rnd in range(K["ROUNDS"]):
+        for kind in rotate(["tr_plain", "tr"], rnd):
+            expect = ["message_stop", "tok1 "] if kind == "tr" else ["[DONE]", "tok1 "]
+            before = cpu_seconds(peer.pid)
+            j = ttfe_run(peer, kind, n, warmup, "translate", expect)
+            cpu = cpu_seconds(peer.pid) - before
+            save(f"translate-{kind}-r{rnd}.json", json.dumps(j))
+            streams = (j.get("ok") or 0) + warmup
+            # Per chunk the provider sent (TR_EVENTS chunks and [DONE]).
+            j["cpu_us_per_event"] = cpu * 1e6 / (streams * (events + 1)) if j.get("ok") else None
+            j["cpu_us_per_stream"] = cpu * 1e6 / streams if j.get("ok") else None
+            got[kind].append(j)
+            fe = j.get("first_event_us") or {}
+            log(f"  {kind:8s} round {rnd}: first event p50 {fe.get('p50')} p99 {fe.get('p99')} µs; "
+                f"CPU {j['cpu_us_per_event'] and round(j['cpu_us_per_event'], 2)} µs/event; "
+                f"ok {j.get('ok')} errors {j.get('errors')} {j.get('last_error') or ''}")
+            if j.get("errors"):
+                NOTES.append(f"translate {kind} round {rnd}: errors={j.get('errors')} {j.get('last_error')}")
+    for kind, v in got.items():
+        R[f"{kind}_p50"] = {"steadfast": med([(j.get("first_event_us") or {}).get("p50") for j in v])}
+        R[f"{kind}_p99"] = {"steadfast": med([(j.get("first_event_us") or {}).get("p99") for j in v])}
+        R[f"{kind}_end_p50"] = {"steadfast": med([(j.get("end_us") or {}).get("p50") for j in v])}
+        R[f"{kind}_cpu_event"] = {"steadfast": med([j.get("cpu_us_per_event") for j in v])}
+        R[f"{kind}_cpu_stream"] = {"steadfast": med([j.get("cpu_us_per_stream") for j in v])}
+        R[f"{kind}_ok"] = {"steadfast": sum(j.get("ok") or 0 for j in v)}
+        R[f"{kind}_errors"] = {"steadfast": sum(max(j.get("errors") or 0, 0) for j in v)}
+
+
+def scenario_resume(peers):
+    """Time to the next token after a cut, through steadfast with resume_streams on (its own instance)."""
+    if "steadfast" not in PEERS:
+        return
+    n = K["RESUME_N"]
+    log(f"stream resumption: {n} streams cut after {K['RESUME_CUT_AFTER']} tokens and continued on the next "
+        f"provider (a steadfast instance with retry.resume_streams: true)")
+    p = start_steadfast("steadfast-resume")
+    if not p:
+        return
+    peer = Peer("steadfast-resume", PORT["steadfast-resume"], p)
+    got = []
+    try:
+        for rnd in range(K["ROUNDS"]):
+            argv = [SFBENCH, "gap", "--addr", peer.addr("resume"), "--path", peer.path("resume"),
+                    "--body-file", f"{BODIES}/resume.json", "--mark", "more", "--n", str(n), "--warmup", "5",
+                    "--header", f"Authorization: Bearer {KEY}"]
+            out = run(argv, "resume", 300)
+            save(f"resume-r{rnd}.json", out)
+            try:
+                j = json.loads(out.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                j = {"ok": 0, "errors": -1, "last_error": out[-300:]}
+            got.append(j)
+            g, nm = j.get("gap_us") or {}, j.get("normal_gap_us") or {}
+            log(f"  round {rnd}: gap after the cut p50 {g.get('p50')} p99 {g.get('p99')} µs; normal gap p50 "
+                f"{nm.get('p50')} µs; ok {j.get('ok')} not resumed {j.get('not_resumed')} errors {j.get('errors')} "
+                f"{j.get('last_error') or ''}")
+            if j.get("errors") or j.get("not_resumed"):
+                NOTES.append(f"resume round {rnd}: not resumed={j.get('not_resumed')} errors={j.get('errors')} "
+                             f"{j.get('last_error')}")
+        m = scrape(ADMIN_PORT["steadfast-resume"])
+        R["resume_metric"] = {"steadfast": metric_sum(m, "steadfast_stream_resumes_total", result="resumed")}
+    finally:
+        stop("steadfast-resume", p)
+        PROCS.remove(("steadfast-resume", p))
+    R["resume_gap_p50"] = {"steadfast": med([(j.get("gap_us") or {}).get("p50") for j in got])}
+    R["resume_gap_p99"] = {"steadfast": med([(j.get("gap_us") or {}).get("p99") for j in got])}
+    R["resume_normal_p50"] = {"steadfast": med([(j.get("normal_gap_us") or {}).get("p50") for j in got])}
+    R["resume_extra_p50"] = {"steadfast": med([(j.get("extra_us") or {}).get("p50") for j in got])}
+    R["resume_extra_p99"] = {"steadfast": med([(j.get("extra_us") or {}).get("p99") for j in got])}
+    R["resume_ok"] = {"steadfast": sum(j.get("ok") or 0 for j in got)}
+    R["resume_failed"] = {"steadfast": sum(max(j.get("errors") or 0, 0) + (j.get("not_resumed") or 0) for j in got)}
+
+
+def scenario_held():
+    """Bytes of setup events a stream holds before its first content (computed from the event shapes)."""
+    out = run([SFBENCH, "shapes"], "held", 30)
+    try:
+        R["held"] = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        NOTES.append(f"held bytes: sfbench shapes failed: {out[-300:]}")
 
 
 # ------------------------------------------------------------------ report
@@ -929,18 +1217,23 @@ def versions():
         rev, dirty = "?", ""
     lit = cmd([os.path.join(VENV, "bin", "python"), "-c",
                "import importlib.metadata as m; print(m.version('litellm'))"])
-    return {
-        "steadfast": f"{cmd([STEADFAST, '--version'])} (git {rev}{', uncommitted changes in src/' if dirty else ''})",
+    out = {
+        "steadfast": f"{cmd([STEADFAST, '--version'])} (git {rev}{', uncommitted changes in src/' if dirty else ''}; "
+                     f"{allocator(STEADFAST)})",
         "nginx": cmd(["nginx", "-v"]),
         "haproxy": cmd(["haproxy", "-v"]),
         "litellm": f"litellm {lit} (uvicorn, {K['LITELLM_WORKERS']} worker(s); {cmd([os.path.join(VENV, 'bin', 'python'), '--version'])})",
         "wrk": cmd(["wrk", "-v"]),
         "oha": cmd([oha_bin(), "--version"]),
-        "sfbench": "bench/tools (tokio; upstream, ttfe, hold)",
+        "sfbench": "bench/tools (tokio; upstream, ttfe, gap, hold, flood, shapes, otlp-sink)",
         "pingora baseline": "bench/pingora-baseline, pingora-proxy " + lock_version(
             os.path.join(HERE, "pingora-baseline", "Cargo.lock"), "pingora-proxy"),
         "rustc": cmd(["rustc", "--version"]),
     }
+    if "steadfast-glibc" in PEERS:
+        out["steadfast-glibc"] = (f"{cmd([STEADFAST_GLIBC, '--version'])} (same sources, --no-default-features; "
+                                  f"{allocator(STEADFAST_GLIBC)})")
+    return out
 
 
 def lock_version(lockfile, crate):
@@ -996,7 +1289,9 @@ def mib(v):
 
 
 def report(peers, started, finished):
-    cols = ["direct"] + [p for p in ALL_PEERS]
+    # Columns: the peers asked for (absent ones show n/a), in the usual order.
+    cols = ["direct"] + [p for p in ["steadfast"] + VARIANTS + MAIN_PEERS[1:] if p in PEERS]
+    main_cols = [p for p in MAIN_PEERS if p in PEERS]
     have = set(peers)
 
     def cell(fig, name, kind):
@@ -1017,6 +1312,8 @@ def report(peers, started, finished):
             return f"{v:.0%}"
         if kind == "x2":
             return f"{v:.2f}"
+        if kind == "times":
+            return f"{v:.2f}×"
         return str(v)
 
     def added(fig, name):
@@ -1049,6 +1346,26 @@ def report(peers, started, finished):
             per = (R["rss_streams"][name] - R["rss_before_streams"][name]) / held
             R["per_stream"][name] = per
             R["rss_10k"][name] = R["rss_before_streams"][name] + per * 10000
+            # Memory an allocator kept from earlier scenarios (the connection
+            # flood above all, with the system allocator) is reused by the
+            # new streams and hides their cost.
+            idle = R.get("rss_idle", {}).get(name)
+            if idle and R["rss_before_streams"][name] > 2 * idle:
+                NOTES.append(f"{name}: RSS before the streams test was {mib(R['rss_before_streams'][name])}, "
+                             f"{R['rss_before_streams'][name] / idle:.1f}× its idle RSS (memory kept from earlier "
+                             "scenarios, the connection flood above all); the streams reuse it, so its 'RSS per "
+                             "open stream' and 10,000-stream figures understate what streams cost from idle.")
+    # The flood: RSS after the close against idle (just after start) and
+    # against just before the flood.
+    R["flood_vs_idle"], R["flood_vs_before"], R["flood_back"] = {}, {}, {}
+    for name, after in R.get("flood_after", {}).items():
+        if R.get("rss_idle", {}).get(name):
+            R["flood_vs_idle"][name] = after / R["rss_idle"][name]
+        if R.get("flood_before", {}).get(name):
+            R["flood_vs_before"][name] = after / R["flood_before"][name]
+        t = R.get("flood_settle_s", {}).get(name)
+        R["flood_back"][name] = f"{t:.1f} s" if t is not None else f"still moving at {K['FLOOD_SETTLE_S']} s"
+    fn = R.get("flood_n") or K["FLOOD_CONNS"]
 
     rows = [
         ("Throughput at saturation, req/s (wrk -c %d)" % K["CONNS"], "rps", "rps", True),
@@ -1073,6 +1390,14 @@ def report(peers, started, finished):
         ("  streams that got their first event", "streams_held", "int", False),
         ("  RSS per open stream", "per_stream", "kib", False),
         ("  RSS at 10,000 streams (measured or extrapolated)", "rss_10k", "mib", False),
+        ("RSS before the connection flood", "flood_before", "mib", False),
+        (f"RSS with {fn} keep-alive connections open (one request each)", "flood_peak", "mib", False),
+        ("  connections answered", "flood_ok", "int", False),
+        (f"RSS after closing them all (polled up to {K['FLOOD_SETTLE_S']} s)", "flood_after", "mib", False),
+        ("  ÷ idle RSS (after start)", "flood_vs_idle", "times", False),
+        ("  ÷ RSS before the flood", "flood_vs_before", "times", False),
+        ("  settled (flat for 3 s) after the close", "flood_back", "int", False),
+        ("  open file descriptors then (listeners, pooled upstream connections)", "flood_fds", "int", False),
         (f"Failover, first provider refuses: p50 at {K['FO_RATE']} req/s", "fo_dead_p50", "us", False),
         ("  extra p50 vs the same proxy's normal path", "fo_dead_p50_extra", "us", False),
         ("  extra p99 vs the same proxy's normal path", "fo_dead_p99_extra", "us", False),
@@ -1109,7 +1434,8 @@ def report(peers, started, finished):
     L.append("## Machine\n")
     L.append(f"- CPU: {m['cpu']}, {m['cores']} cores; memory {m['memory']}")
     L.append(f"- Kernel: Linux {m['kernel']}; open-files limit {m['nofile']}")
-    L.append(f"- Knobs: " + ", ".join(f"{k}={v}" for k, v in K.items()) + f", QUICK={int(QUICK)}, PEERS={','.join(PEERS)}\n")
+    L.append("- Knobs: " + ", ".join(f"{k}={v}" for k, v in K.items())
+             + f", QUICK={int(QUICK)}, PEERS={','.join(PEERS)}, SCENARIOS={','.join(SCENARIOS)}\n")
     L.append("## Versions\n")
     for k, val in v.items():
         L.append(f"- {k}: {val}")
@@ -1121,42 +1447,54 @@ def report(peers, started, finished):
     L.append(hdr)
     L.append("|" + "---|" * (len(cols) + 1))
     for label, fig, kind, _ in rows:
-        L.append(f"| {label} | " + " | ".join(c2(fig, c, kind) for c in cols) + " |")
+        cells = [c2(fig, c, kind) for c in cols]
+        if all(x == "n/a" for x in cells):   # a scenario not run
+            continue
+        L.append(f"| {label} | " + " | ".join(cells) + " |")
     L.append("")
 
     # Ratios.
     L.append("### Ratios\n")
     L.append("Each peer against the direct baseline and steadfast against each peer. Throughput: higher is better; "
              "added latency, CPU and memory: lower is better (a ratio < 1× means steadfast costs less).\n")
-    L.append("| figure | " + " | ".join(f"{p} ÷ direct" for p in ALL_PEERS) + " | "
-             + " | ".join(f"steadfast ÷ {p}" for p in ALL_PEERS if p != "steadfast") + " |")
-    L.append("|" + "---|" * (len(ALL_PEERS) * 2))
+    L.append("| figure | " + " | ".join(f"{p} ÷ direct" for p in main_cols) + " | "
+             + " | ".join(f"steadfast ÷ {p}" for p in main_cols if p != "steadfast") + " |")
+    L.append("|" + "---|" * (len(main_cols) * 2 + (0 if "steadfast" in main_cols else 1)))
     ratio_rows = [("throughput", "rps"), ("latency p50 at %d req/s" % K["RATE"], "lat_p50"),
                   ("latency p99", "lat_p99"), ("SSE first event p50", "sse_p50"),
                   ("SSE first event p99", "sse_p99"),
                   ("CPU per 1k requests", "cpu_ms_per_1k")]
     for label, fig in ratio_rows:
         d = R.get(fig, {})
-        left = [fmt_ratio(d.get(p), d.get("direct")) if p in have else "n/a" for p in ALL_PEERS]
+        left = [fmt_ratio(d.get(p), d.get("direct")) if p in have else "n/a" for p in main_cols]
         right = [fmt_ratio(d.get("steadfast"), d.get(p)) if p in have and "steadfast" in have else "n/a"
-                 for p in ALL_PEERS if p != "steadfast"]
+                 for p in main_cols if p != "steadfast"]
+        if all(x == "n/a" for x in left + right):   # a scenario not run
+            continue
         L.append(f"| {label} | " + " | ".join(left) + " | " + " | ".join(right) + " |")
     for label, fig in [("added latency p50", "lat_p50_added"), ("added latency p99", "lat_p99_added"),
                        ("added SSE first-event p50", "sse_p50_added"), ("idle RSS", "rss_idle"),
-                       ("RSS with open streams", "rss_streams"), ("failover extra p50, refused", "fo_dead_p50_extra"),
+                       ("RSS with open streams", "rss_streams"), ("RSS after a connection flood", "flood_after"),
+                       ("failover extra p50, refused", "fo_dead_p50_extra"),
                        ("failover extra p50, 429", "fo_429_p50_extra")]:
         d = R.get(fig, {})
         right = [fmt_ratio(d.get("steadfast"), d.get(p)) if p in have and "steadfast" in have
                  and (d.get(p) or 0) > 0 and (d.get("steadfast") or 0) >= 0 else "n/a"
-                 for p in ALL_PEERS if p != "steadfast"]
-        L.append(f"| {label} | " + " | ".join(["—"] * len(ALL_PEERS)) + " | " + " | ".join(right) + " |")
+                 for p in main_cols if p != "steadfast"]
+        if all(x == "n/a" for x in right):
+            continue
+        L.append(f"| {label} | " + " | ".join(["—"] * len(main_cols)) + " | " + " | ".join(right) + " |")
     L.append("")
+    L.extend(variants_section(have))
+    L.extend(translate_section())
+    L.extend(resume_section())
+    L.extend(held_section())
 
     # Goals.
     L.append("## Goals\n")
     g = []
     a99 = R.get("lat_p99_added", {}).get("steadfast")
-    g.append(("added p99 latency < 1 ms at %d req/s" % K["RATE"], a99 is not None and a99 < 1000,
+    g.append(("added p99 latency < 1 ms at %d req/s" % K["RATE"], None if a99 is None else a99 < 1000,
               fmt_us(a99)))
     rs, rn, rl = (R.get("rps", {}).get(x) for x in ("steadfast", "nginx", "litellm"))
     g.append(("throughput ≥ nginx", None if rs is None or rn is None else rs >= rn,
@@ -1203,11 +1541,14 @@ def report(peers, started, finished):
         L.append(f"# {scen}\n{c}")
     L.append("```")
     L.append("\n`$URL` (or `$ADDR` + `$PATH`) per peer and scenario:\n")
-    L.append("| peer | json (throughput, latency, CPU) | sse | hold | fo_dead | fo_429 |")
-    L.append("|---|---|---|---|---|---|")
+    L.append("| peer | json (throughput, latency, CPU, flood) | sse | hold | fo_dead | fo_429 | tr_plain | tr |")
+    L.append("|---|---|---|---|---|---|---|---|")
     for name, peer in peers.items():
-        L.append(f"| {name} | " + " | ".join(peer.url(k) if peer.supports(k) else "—"
-                                             for k in ("json", "sse", "hold", "fo_dead", "fo_429")) + " |")
+        L.append(f"| {name} | " + " | ".join(
+            peer.url(k) if peer.supports(k) and (k not in ("tr", "tr_plain") or name == "steadfast") else "—"
+            for k in ("json", "sse", "hold", "fo_dead", "fo_429", "tr_plain", "tr")) + " |")
+    L.append(f"\nThe resumption scenario's steadfast instance (`out/conf/steadfast-resume.yaml`) listens on "
+             f":{PORT['steadfast-resume']}; its `$PATH` is `/resume/v1/chat/completions`.")
     L.append("\n`$KEY` is a fixed dummy bearer token (LiteLLM's master key; passed through, unused, by the others). "
              "LiteLLM gets the same bodies; their `model` names select its deployments.")
     L.append("\nPeer configurations are written to `bench/out/conf/` by the run (generated by `bench/bench.py`).\n")
@@ -1221,13 +1562,147 @@ def report(peers, started, finished):
     log(f"wrote {RESULTS}")
 
 
+def variants_section(have):
+    """steadfast against itself built or configured otherwise: the allocator, work stealing, tracing."""
+    vs = [x for x in VARIANTS if x in have]
+    if not vs or "steadfast" not in have:
+        return []
+    L = ["### steadfast variants\n",
+         "The same figures for steadfast built or configured otherwise, each against the `steadfast` column of this "
+         "run (Δ: variant minus steadfast; for throughput higher is better, for everything else lower). "
+         "`steadfast-glibc`: built with `--no-default-features` (the system allocator, glibc malloc, instead of "
+         "jemalloc). `steadfast-nosteal`: `server.work_stealing: false`. `steadfast-otel`: tracing on "
+         "(`telemetry.otlp_endpoint`, sample_ratio 1.0, every request's spans exported to a local OTLP/gRPC sink); "
+         "the `steadfast` column is the same binary with tracing off.\n"]
+    rows = [("throughput, req/s", "rps", "rps"), ("added latency p50", "lat_p50_added", "us"),
+            ("added latency p99", "lat_p99_added", "us"), ("added SSE first-event p50", "sse_p50_added", "us"),
+            ("CPU per 1k requests", "cpu_ms_per_1k", "ms"), ("idle RSS", "rss_idle", "mib"),
+            ("RSS with all flood connections open", "flood_peak", "mib"),
+            ("RSS after the connection flood", "flood_after", "mib"),
+            ("  ÷ idle RSS", "flood_vs_idle", "times"),
+            ("RSS per open stream", "per_stream", "kib"),
+            ("failover extra p50, refused", "fo_dead_p50_extra", "us")]
+
+    def fmt(v, kind):
+        if v is None:
+            return "n/a"
+        return {"rps": lambda: f"{v:,.0f}", "us": lambda: fmt_us(v), "ms": lambda: f"{v:.1f} ms",
+                "mib": lambda: mib(v), "kib": lambda: f"{v / 1024:.1f} KiB", "times": lambda: f"{v:.2f}×"}[kind]()
+
+    def delta(v, b, kind):
+        if v is None or b is None:
+            return ""
+        d = v - b
+        sign = "+" if d >= 0 else "−"
+        pct = f", {sign}{abs(d) / abs(b):.0%}" if b and kind not in ("times",) else ""
+        return f" (Δ {sign}{fmt(abs(d), kind)}{pct})"
+
+    L.append("| figure | steadfast | " + " | ".join(vs) + " |")
+    L.append("|---|---|" + "---|" * len(vs))
+    for label, fig, kind in rows:
+        d = R.get(fig, {})
+        if not any(d.get(x) is not None for x in ["steadfast"] + vs):
+            continue
+        L.append(f"| {label} | {fmt(d.get('steadfast'), kind)} | "
+                 + " | ".join(fmt(d.get(x), kind) + delta(d.get(x), d.get("steadfast"), kind) for x in vs) + " |")
+    L.append("")
+    if "steadfast-nosteal" in vs and (machine()["cores"] or 0) <= 4:
+        L.append(f"Work stealing on {machine()['cores']} cores with {K['PROXY_THREADS']} proxy threads: the load "
+                 "generator and the upstreams share the same cores, so whichever thread is free is rarely idle for "
+                 "long and stealing has little to balance; the difference it makes (either way) shows on more cores "
+                 "with uneven connections.\n")
+    return L
+
+
+def translate_section():
+    if "tr_p50" not in R:
+        return []
+    d = lambda fig: R.get(fig, {}).get("steadfast")   # noqa: E731
+    rows = [("first event p50 (time to the first whole SSE event)", "p50", "us"),
+            ("first event p99", "p99", "us"), ("whole stream p50", "end_p50", "us"),
+            ("CPU per stream", "cpu_stream", "us"), ("CPU per upstream event", "cpu_event", "us2")]
+
+    def f(v, kind):
+        if v is None:
+            return "n/a"
+        return f"{v:.2f} µs" if kind == "us2" else fmt_us(v)
+
+    L = ["### Translated streams (steadfast only)\n",
+         f"An Anthropic Messages client (`/tr/v1/messages`, a `translate: true` route) and an OpenAI Chat client "
+         f"(`/tr-plain/...`, passed through) against the same OpenAI Chat provider (sfbench upstream: "
+         f"{K['TR_EVENTS']} chunks {K['TR_EVENT_DELAY_MS']} ms apart, then `[DONE]`), {K['TR_N']} streams each per "
+         f"round, one after another on a keep-alive connection. CPU: steadfast's utime+stime over the run divided "
+         f"by the streams (warm-up included) and by the chunks the provider sent ({K['TR_EVENTS']} + `[DONE]` per "
+         "stream). nginx, HAProxy, LiteLLM and Pingora do not translate between dialects: n/a.\n",
+         "| figure | untranslated (OpenAI → OpenAI) | translated (Anthropic client → OpenAI provider) | added by "
+         "translation |", "|---|---|---|---|"]
+    for label, key, kind in rows:
+        a, b = d(f"tr_plain_{key}"), d(f"tr_{key}")
+        L.append(f"| {label} | {f(a, kind)} | {f(b, kind)} | "
+                 f"{f(b - a, kind) if a is not None and b is not None else 'n/a'} |")
+    L.append(f"| streams ok / errors | {d('tr_plain_ok')} / {d('tr_plain_errors')} | {d('tr_ok')} / "
+             f"{d('tr_errors')} | |")
+    L.append("")
+    return L
+
+
+def resume_section():
+    if "resume_gap_p50" not in R:
+        return []
+    d = lambda fig: R.get(fig, {}).get("steadfast")   # noqa: E731
+    L = ["### Stream resumption (steadfast only)\n",
+         f"A route whose first provider cuts every stream (TCP reset) where its token {K['RESUME_CUT_AFTER'] + 1} "
+         f"was due (tokens {K['RESUME_EVENT_DELAY_MS']} ms apart) and whose second provider answers the continuation "
+         "(the original request with the delivered text as an assistant prefill; `prefill: true`, as an OpenAI-dialect "
+         "provider needs) with its own tokens; "
+         "`retry.resume_streams: true` on a steadfast instance of its own (resumption keeps each stream's request "
+         "body and follows its text, so the other columns run without it). `sfbench gap` times at the client the "
+         "gap between the last token before the cut and the first token of the continuation, and the same stream's "
+         "median gap between tokens before the cut (the provider's pace); extra = gap minus that pace, per stream. "
+         f"{K['RESUME_N']} streams per round. Other peers cannot continue a cut stream: n/a.\n",
+         "| figure | steadfast |", "|---|---|",
+         f"| gap after the cut p50 | {fmt_us(d('resume_gap_p50'))} |",
+         f"| gap after the cut p99 | {fmt_us(d('resume_gap_p99'))} |",
+         f"| normal gap between tokens p50 | {fmt_us(d('resume_normal_p50'))} |",
+         f"| extra time to the next token p50 | {fmt_us(d('resume_extra_p50'))} |",
+         f"| extra time to the next token p99 | {fmt_us(d('resume_extra_p99'))} |",
+         f"| streams resumed / not resumed or failed | {d('resume_ok')} / {d('resume_failed')} |",
+         f"| `steadfast_stream_resumes_total{{result=\"resumed\"}}` (warm-up included) | "
+         f"{'n/a' if d('resume_metric') is None else int(d('resume_metric'))} |", ""]
+    return L
+
+
+def held_section():
+    h = R.get("held")
+    if not h:
+        return []
+    b = lambda k: f"{h.get(k, 0):,} B"   # noqa: E731
+    return ["### Bytes held per stream before commit\n",
+            "steadfast holds a 2xx stream's status, headers and setup events until its first content-bearing event "
+            "(a stream that fails before it can still go to the next provider), then writes them at once. What it "
+            "holds per stream, **computed** from the sizes of the events (`sfbench shapes`), not measured: the SSE "
+            "bytes as read from the provider, without HTTP chunk framing. The response head is held too (as a parsed header "
+            "map); other peers hold nothing.\n",
+            "| stream shape | setup events held until the first content |", "|---|---|",
+            f"| this benchmark's (first event: role and first token) | {b('bench_setup_bytes')} (committed on the "
+            f"first event, {b('bench_first_event_bytes')}) |",
+            f"| OpenAI Chat with a role-only first chunk (the previous bench shape) | {b('role_only_chunk_bytes')} |",
+            f"| Anthropic Messages: `message_start` + `ping` | {b('anthropic_setup_bytes')} "
+            f"({b('anthropic_message_start_bytes')} + {b('anthropic_ping_bytes')}) |",
+            f"| upstream response head (sfbench's) | {b('upstream_head_bytes')} |",
+            "",
+            "A typical Anthropic stream sends `ping` after its first `content_block_start`, which already commits: "
+            f"then only `message_start` ({b('anthropic_message_start_bytes')}) is held. The hold is bounded at "
+            "64 KiB per stream whatever the provider sends.\n"]
+
+
 README_START = "<!-- bench:summary:start -->"
 README_END = "<!-- bench:summary:end -->"
 
 
 def readme_summary(peers, m, goals, finished):
-    """The headline table for README's Benchmark section."""
-    cols = [p for p in ALL_PEERS]
+    """The headline table for README's Benchmark section (the main peers only)."""
+    cols = [p for p in MAIN_PEERS]
     have = set(peers)
 
     def v(fig, name, kind):
@@ -1295,7 +1770,13 @@ SCENARIOS_TEXT = """\
   :{port_up429}; nothing listens on :{port_dead} (connection refused). `sfbench upstream` (bench/tools, tokio)
   serves SSE on :{port_sse}: the first event at once, then {SSE_EVENTS}-1 more {SSE_EVENT_DELAY_MS} ms apart, so a proxy
   that buffers shows up as a late first event; a second instance holds streams open (one event, then silence) for
-  the memory figure. The `direct` column is the same load generator straight to these upstreams.
+  the memory figure. The first event carries the role *and* the first token (`"delta":{{"role":"assistant",
+  "content":"tok0 "}}`), as providers send it with or right after the role. This matters for steadfast, which holds
+  a 2xx stream (status, headers, setup events) until its first content-bearing event so that a stream failing
+  before any content can still go to the next provider: with a role-only first chunk (this benchmark's shape
+  before) the first-event figure measured that hold (`{SSE_EVENT_DELAY_MS}` ms, until the next chunk) instead of the
+  proxy, and the open-streams test never got a first event through steadfast. Every peer gets the same stream.
+  The `direct` column is the same load generator straight to these upstreams.
 - **Peers**, each a pass-through to the same upstreams with {PROXY_THREADS} threads/workers: steadfast
   (`serve -c out/conf/steadfast.yaml`, access log off), nginx (`proxy_buffering off`, upstream keepalive pool,
   `proxy_next_upstream ... http_429 ... non_idempotent`, backup server for priority failover), HAProxy (http mode,
@@ -1309,17 +1790,34 @@ SCENARIOS_TEXT = """\
   from when each request was due, so a stall is not hidden by coordinated omission); added = proxy minus direct,
   per percentile.
 - **SSE first event**: `sfbench ttfe` sends streaming requests one after another over a keep-alive connection
-  and times the first complete SSE event (`\\n\\n`) and the end of the stream. Added = proxy minus direct.
+  and times the first complete SSE event (`\\n\\n`) and the end of the stream; a stream without the first
+  token (`tok0`) counts as an error. Added = proxy minus direct.
 - **CPU per 1k requests**: utime+stime of the proxy's process tree from `/proc/PID/stat`, before and after
   `oha -n {CPU_REQUESTS} -c{CONNS}`; the direct column is the upstream nginx's own CPU.
 - **Memory**: RSS (sum over the process tree, from `/proc/PID/statm`) just after start, before the streams test,
-  and while `sfbench hold` keeps {n} streaming requests open, each having received its first event.
+  and while `sfbench hold` keeps {n} streaming requests open, each having received its first event (through
+  steadfast: committed streams, past the hold).
+- **Connection flood** (does memory come back?): `sfbench flood` opens {FLOOD_CONNS} keep-alive connections
+  ({FLOOD_PARALLEL} connecting at a time), each makes one non-streaming request and reads the answer, and all stay
+  open until every one has been answered (RSS "with all open"); then all are closed at once and the peer's RSS is
+  polled every 0.5 s for up to {FLOOD_SETTLE_S} s, stopping once it has been flat (within 1%) for 3 s. Reported:
+  the last RSS, against idle RSS (just after start) and against just before the flood, and the open file
+  descriptors then (what a proxy keeps on purpose: listeners and its pool of idle upstream connections).
+  steadfast returns freed memory through jemalloc's background purge (`dirty_decay_ms:1000`); the
+  `steadfast-glibc` column is the same sources with the system allocator.
 - **Failover cost**: `oha -q {FO_RATE} --latency-correction -c16 -z{FO_DURATION}s` on the normal route and on a route
   whose first provider refuses connections or answers 429 and whose second is the normal upstream. Passive
   health is off in every peer (steadfast `eject_after_failures` huge and 1 ms cooldown, nginx `max_fails=0`,
   HAProxy without checks) so each request pays for one failover; with defaults each proxy would stop trying
   the bad provider after a few failures (steadfast: 3 failures, or the Retry-After cooldown for 429), and the
   steady-state cost would be near zero. Extra = failover route minus the same proxy's normal route.
+- **steadfast variants** (own columns, each its own process with the same routes, selectable with `PEERS`):
+  `steadfast-glibc` (built with `cargo build --release --no-default-features`: no jemalloc), `steadfast-nosteal`
+  (`server.work_stealing: false`: each of the {PROXY_THREADS} threads runs its connections start to end, no
+  cross-thread task stealing), `steadfast-otel` (tracing on: `telemetry.otlp_endpoint` at `sfbench otlp-sink`,
+  sample_ratio 1.0). See "steadfast variants" above.
+- **Translated streams**, **stream resumption** and **held bytes**: steadfast only; described with their tables
+  above.
 """
 
 PEER_NOTES = """\
@@ -1357,7 +1855,7 @@ def main():
     R["pss_idle"] = {n: pss_bytes(p.pid) for n, p in peers.items() if n != "direct"}
     for n, v in R["rss_idle"].items():
         log(f"  idle RSS {n:10s} {v / 2**20:.1f} MiB")
-    only = os.environ.get("SCENARIOS", "throughput,latency,sse,cpu,failover,streams").split(",")
+    only = SCENARIOS
     if "throughput" in only:
         scenario_throughput(peers)
     if "latency" in only:
@@ -1366,10 +1864,18 @@ def main():
         scenario_sse(peers)
     if "cpu" in only:
         scenario_cpu(peers)
+    if "flood" in only:
+        scenario_flood(peers)
     if "failover" in only:
         scenario_failover(peers)
     if "streams" in only:
         scenario_streams(peers)
+    if "translate" in only:
+        scenario_translate(peers)
+    if "resume" in only:
+        scenario_resume(peers)
+    if "held" in only:
+        scenario_held()
     R["rss_end"] = {n: rss_bytes(p.pid) for n, p in peers.items() if n != "direct"}
     for name, p in peers.items():
         if p.proc and p.proc.poll() is not None:
@@ -1378,7 +1884,8 @@ def main():
     global MACHINE, VERSIONS
     MACHINE, VERSIONS = machine(), versions()
     with open(os.path.join(OUT, "state.json"), "w") as f:
-        json.dump({"knobs": K, "quick": QUICK, "peers_asked": PEERS, "peers": list(peers), "R": R, "notes": NOTES,
+        json.dump({"knobs": K, "quick": QUICK, "peers_asked": PEERS, "scenarios": SCENARIOS, "peers": list(peers),
+                   "R": R, "notes": NOTES,
                    "commands": COMMANDS, "started": started.isoformat(), "finished": finished.isoformat(),
                    "machine": MACHINE, "versions": VERSIONS}, f, indent=1, default=str)
     report(peers, started, finished)
@@ -1389,7 +1896,9 @@ def report_only():
     global QUICK, PEERS, MACHINE, VERSIONS
     st = json.load(open(os.path.join(OUT, "state.json")))
     K.update(st["knobs"])
+    global SCENARIOS  # noqa: PLW0603
     QUICK, PEERS, MACHINE, VERSIONS = st["quick"], st["peers_asked"], st["machine"], st.get("versions")
+    SCENARIOS = st.get("scenarios", SCENARIOS)
     R.update(st["R"])
     NOTES.extend(st["notes"])
     COMMANDS.extend(tuple(c) for c in st["commands"])

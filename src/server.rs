@@ -95,18 +95,7 @@ pub fn run(opts: ServeOptions) -> i32 {
         test: false,
         conf: None,
     };
-    let conf = ServerConf {
-        daemon: opts.daemon,
-        threads: cfg.server.threads,
-        pid_file: cfg.server.pid_file.clone(),
-        upgrade_sock: cfg.server.upgrade_sock.clone(),
-        // Drain is ours (lifecycle::Signals); Pingora's grace period only
-        // bounds it from above.
-        grace_period_seconds: Some(cfg.server.shutdown_timeout.as_secs() + 1),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&cfg, opts.daemon));
     crate::lifecycle::add_service(&mut server, app.clone());
     if let Some(t) = &cfg.telemetry {
         crate::otel::install(&mut server, t);
@@ -163,6 +152,22 @@ pub fn run(opts: ServeOptions) -> i32 {
     crate::lifecycle::exit_now(&app, 0)
 }
 
+/// Pingora's server settings from the config's `server` section.
+fn server_conf(cfg: &Config, daemon: bool) -> ServerConf {
+    ServerConf {
+        daemon,
+        threads: cfg.server.threads,
+        work_stealing: cfg.server.work_stealing,
+        pid_file: cfg.server.pid_file.clone(),
+        upgrade_sock: cfg.server.upgrade_sock.clone(),
+        // Drain is ours (lifecycle::Signals); Pingora's grace period only
+        // bounds it from above.
+        grace_period_seconds: Some(cfg.server.shutdown_timeout.as_secs() + 1),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    }
+}
+
 /// Whether `addr` can be bound the way Pingora binds it (SO_REUSEADDR, so a
 /// port with connections in TIME_WAIT is not mistaken for a busy one).
 fn can_bind(addr: SocketAddr) -> std::io::Result<()> {
@@ -180,4 +185,32 @@ fn can_bind(addr: SocketAddr) -> std::io::Result<()> {
         drop(sock.listen(1)?);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(yaml: &str) -> Config {
+        let f = config::parse_yaml(yaml).unwrap();
+        config::validate(&f, ConfigSource::Builtin, &|_| None).unwrap()
+    }
+
+    #[test]
+    fn the_server_section_reaches_pingora() {
+        let routes = "providers: [{name: a, api: anthropic, base_url: \"http://127.0.0.1:1\"}]\nroutes: [{name: r, paths: [\"/\"], providers: [a]}]\n";
+        let c = server_conf(&cfg(routes), false);
+        assert_eq!(c.threads, 2);
+        assert!(c.work_stealing, "default unchanged: Pingora's own");
+        let c = server_conf(
+            &cfg(&format!(
+                "server: {{ threads: 3, work_stealing: false, shutdown_timeout_ms: 4000 }}\n{routes}"
+            )),
+            true,
+        );
+        assert_eq!(c.threads, 3);
+        assert!(!c.work_stealing);
+        assert!(c.daemon);
+        assert_eq!(c.grace_period_seconds, Some(5));
+    }
 }

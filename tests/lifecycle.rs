@@ -431,3 +431,49 @@ async fn daemon_mode_detaches_writes_the_pid_file_and_serves() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn without_work_stealing_requests_streams_and_the_admin_api_are_served() {
+    // server.work_stealing: false runs each Pingora service on one
+    // single-threaded runtime per thread; everything steadfast spawns must
+    // work there too (no multi-thread-only runtime calls).
+    let m = mock(MockApi::Anthropic, "p1", slow_stream()).await;
+    let px = Proxy::builder("no-work-stealing", &one_route(m.addr(), ""))
+        .server("work_stealing: false")
+        .start()
+        .await;
+    let streams: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = px.proxy;
+            tokio::spawn(async move {
+                let req = Request::post("/v1/messages", anthropic_body("m", true));
+                common::http::send(addr, req).await
+            })
+        })
+        .collect();
+    for _ in 0..8 {
+        let r = common::http::send(
+            px.proxy,
+            Request::post("/v1/messages", anthropic_body("m", false)),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    for s in streams {
+        let r = s.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert!(
+            r.complete && r.text().contains("message_stop"),
+            "{}",
+            r.text()
+        );
+    }
+    let metrics = common::http::send(px.admin, Request::get("/metrics")).await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.text().contains("steadfast_requests_total"),
+        "{}",
+        metrics.text()
+    );
+    assert!(!px.logs().contains("panic"), "{}", px.logs());
+}

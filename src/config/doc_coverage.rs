@@ -38,6 +38,7 @@ fn populated() -> FileConfig {
         },
         server: ServerSection {
             threads: 1,
+            work_stealing: false,
             pid_file: "f".into(),
             upgrade_sock: "s".into(),
             drain_delay_ms: 1,

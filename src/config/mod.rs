@@ -217,6 +217,7 @@ impl Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     pub threads: usize,
+    pub work_stealing: bool,
     pub pid_file: String,
     pub upgrade_sock: String,
     pub drain_delay: Duration,

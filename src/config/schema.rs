@@ -43,6 +43,9 @@ impl Default for Listen {
 #[serde(default)]
 pub struct ServerSection {
     pub threads: usize,
+    /// Pingora's work stealing between the proxy's threads; off, each
+    /// thread runs its own connections start to end.
+    pub work_stealing: bool,
     pub pid_file: String,
     pub upgrade_sock: String,
     pub drain_delay_ms: u64,
@@ -53,6 +56,7 @@ impl Default for ServerSection {
     fn default() -> Self {
         ServerSection {
             threads: 2,
+            work_stealing: true,
             pid_file: "/tmp/steadfast.pid".into(),
             upgrade_sock: "/tmp/steadfast-upgrade.sock".into(),
             drain_delay_ms: 5000,

@@ -209,6 +209,9 @@ fn fixed_at_start(old: &Config, new: &Config) -> Vec<(&'static str, &'static str
     if old.server.threads != new.server.threads {
         out.push(("server.threads", restart));
     }
+    if old.server.work_stealing != new.server.work_stealing {
+        out.push(("server.work_stealing", restart));
+    }
     if old.server.pid_file != new.server.pid_file {
         out.push(("server.pid_file", restart));
     }
@@ -258,10 +261,18 @@ mod tests {
         let base = "providers: [{name: a, api: anthropic, base_url: \"http://127.0.0.1:1\"}]\nroutes: [{name: r, paths: [\"/\"], providers: [a]}]\n";
         let a = cfg(base);
         let b = cfg(&format!(
-            "listen: {{ proxy: \"127.0.0.1:1234\" }}\nserver: {{ threads: 8 }}\ntelemetry: {{ otlp_endpoint: \"http://127.0.0.1:4317\" }}\n{base}"
+            "listen: {{ proxy: \"127.0.0.1:1234\" }}\nserver: {{ threads: 8, work_stealing: false }}\ntelemetry: {{ otlp_endpoint: \"http://127.0.0.1:4317\" }}\n{base}"
         ));
         let keys: Vec<_> = fixed_at_start(&a, &b).into_iter().map(|(k, _)| k).collect();
-        assert_eq!(keys, vec!["listen.proxy", "server.threads", "telemetry"]);
+        assert_eq!(
+            keys,
+            vec![
+                "listen.proxy",
+                "server.threads",
+                "server.work_stealing",
+                "telemetry"
+            ]
+        );
         assert!(fixed_at_start(&a, &a).is_empty());
     }
 }

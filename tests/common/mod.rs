@@ -108,6 +108,8 @@ pub struct ProxyBuilder {
     files: Vec<(String, String)>,
     /// The admin listener's IP (loopback unless told otherwise).
     admin_ip: String,
+    /// Extra keys of the generated `server` section.
+    server: String,
 }
 
 impl ProxyBuilder {
@@ -131,6 +133,13 @@ impl ProxyBuilder {
     /// (a state file left by an earlier run, say).
     pub fn file(mut self, name: &str, contents: &str) -> Self {
         self.files.push((name.into(), contents.into()));
+        self
+    }
+
+    /// Add `keys` (YAML flow-map entries, e.g. "work_stealing: false") to
+    /// the generated `server` section.
+    pub fn server(mut self, keys: &str) -> Self {
+        self.server = keys.into();
         self
     }
 
@@ -172,6 +181,9 @@ impl ProxyBuilder {
                 dir.join("steadfast.pid").display(),
                 dir.join("upgrade.sock").display()
             ));
+            for kv in self.server.split(',').filter(|kv| !kv.trim().is_empty()) {
+                yaml.push_str(&format!("  {}\n", kv.trim()));
+            }
         }
         if !self.body.contains("logging:") {
             yaml.push_str("logging:\n  access_log: all\n");
@@ -227,6 +239,7 @@ impl Proxy {
             args: Vec::new(),
             files: Vec::new(),
             admin_ip: "127.0.0.1".into(),
+            server: String::new(),
         }
     }
 

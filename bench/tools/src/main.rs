@@ -3,16 +3,34 @@
 //!
 //! * `upstream`: an OpenAI-style SSE upstream. Every request gets a
 //!   `text/event-stream` response whose first event is sent at once and the
-//!   rest `--event-delay-ms` apart. With a long delay (`--events 2
-//!   --event-delay-ms 600000`) it holds streams open for the RSS figure.
-//!   A connection the peer closes is dropped at once, so held streams do not
-//!   pile up across peers.
+//!   rest `--event-delay-ms` apart. The first event carries the role *and*
+//!   the first token, as providers send it (a proxy that holds a stream
+//!   until its first content, as steadfast does, commits on it; a role-only
+//!   first chunk would make the first-event figure measure that hold:
+//!   `--setup-events N` puts N role-only chunks first, to see it). With a
+//!   long delay (`--events 2 --event-delay-ms 600000`) it holds streams open
+//!   for the RSS figure; `--cut-after N` resets the connection (RST) where
+//!   the (N+1)th content event was due, for the resumption figure; `--word`
+//!   names the tokens ("tok0 tok1 ..."). A connection the peer closes is
+//!   dropped at once, so held streams do not pile up across peers.
 //! * `ttfe`: sequential streaming requests over one keep-alive connection;
 //!   reports time to the first whole SSE event and to the end of the stream
-//!   (microseconds, percentiles) as one JSON line.
+//!   (microseconds, percentiles) as one JSON line. `--expect TEXT` counts a
+//!   stream whose body lacks TEXT as an error.
+//! * `gap`: sequential streaming requests through a route whose first
+//!   provider cuts the stream mid-text and whose next one continues it;
+//!   times, at the client, the gap between the last token before the cut
+//!   and the first token of the continuation (whose tokens contain
+//!   `--mark`), against the stream's own gaps between tokens.
 //! * `hold`: opens N streaming requests, waits until each has received its
 //!   first event, prints one JSON line, and keeps them open until stdin
 //!   closes (or `--hold-s` passes).
+//! * `flood`: opens N keep-alive connections that each make one request
+//!   and read the whole answer, prints one JSON line once all have, and
+//!   keeps them open until stdin closes; then closes them all at once.
+//! * `shapes`: prints the byte sizes of the setup events a stream carries
+//!   before its first content (this upstream's, and an Anthropic stream's
+//!   `message_start` + `ping`) as one JSON line.
 //! * `otlp-sink`: an OTLP/gRPC receiver that accepts every export and
 //!   throws it away (for steadfast with `telemetry.otlp_endpoint` set).
 //!
@@ -42,6 +60,9 @@ fn main() {
         "upstream" => rt.block_on(upstream(opts)),
         "ttfe" => rt.block_on(ttfe(opts)),
         "hold" => rt.block_on(hold(opts)),
+        "flood" => rt.block_on(flood(opts)),
+        "gap" => rt.block_on(gap(opts)),
+        "shapes" => shapes(),
         "otlp-sink" => rt.block_on(otlp_sink(opts)),
         _ => usage(),
     };
@@ -53,9 +74,12 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  sfbench upstream --listen ADDR [--events N] [--event-delay-ms D]\n  \
-         sfbench ttfe --addr HOST:PORT --path P --body-file F [--n N] [--warmup W] [--header 'K: V']...\n  \
+        "usage:\n  sfbench upstream --listen ADDR [--events N] [--event-delay-ms D] [--word W] [--setup-events N] [--cut-after N]\n  \
+         sfbench ttfe --addr HOST:PORT --path P --body-file F [--n N] [--warmup W] [--header 'K: V']... [--expect TEXT]...\n  \
+         sfbench gap --addr HOST:PORT --path P --body-file F --mark WORD [--n N] [--warmup W] [--header 'K: V']...\n  \
          sfbench hold --addr HOST:PORT --path P --body-file F --streams N [--parallel P] [--timeout-s T] [--hold-s H]\n  \
+         sfbench flood --addr HOST:PORT --path P --body-file F --conns N [--parallel P] [--timeout-s T] [--hold-s H]\n  \
+         sfbench shapes\n  \
          sfbench otlp-sink --listen ADDR"
     );
     std::process::exit(2)
@@ -266,17 +290,57 @@ fn chunk(payload: &str) -> String {
     format!("{:x}\r\n{}\r\n", payload.len(), payload)
 }
 
-fn event(i: u64, last: bool) -> String {
-    let (delta, fin) = if i == 0 {
-        (r#"{"role":"assistant","content":""}"#.to_string(), "null")
-    } else if last {
-        ("{}".to_string(), r#""stop""#)
-    } else {
-        (format!(r#"{{"content":"tok{i} "}}"#), "null")
-    };
+/// The response head of every stream.
+const SSE_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+fn chat_chunk(delta: &str, fin: &str) -> String {
     format!(
         "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{fin}}}]}}\n\n"
     )
+}
+
+/// A role-only chunk: setup, no content (the shape `--setup-events` sends).
+fn setup_event() -> String {
+    chat_chunk(r#"{"role":"assistant","content":""}"#, "null")
+}
+
+/// Content event `i` (the first one opens with the role unless setup
+/// events did), or the last, finishing one.
+fn event(word: &str, i: u64, last: bool, role: bool) -> String {
+    if last {
+        return chat_chunk("{}", r#""stop""#);
+    }
+    let delta = if i == 0 && role {
+        format!(r#"{{"role":"assistant","content":"{word}{i} "}}"#)
+    } else {
+        format!(r#"{{"content":"{word}{i} "}}"#)
+    };
+    chat_chunk(&delta, "null")
+}
+
+/// An Anthropic stream's setup as the Messages API sends it today:
+/// `message_start` (usage with the cache fields and service tier) and a
+/// `ping`. In Anthropic's documented order the ping follows the first
+/// `content_block_start`; a stream whose ping comes first is the worst
+/// case for a proxy that holds setup events.
+const ANTHROPIC_MESSAGE_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01XFDUDYJgAACzvnptvVoYEL\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5-20250929\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":472,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"cache_creation\":{\"ephemeral_5m_input_tokens\":0,\"ephemeral_1h_input_tokens\":0},\"output_tokens\":2,\"service_tier\":\"standard\"}}}\n\n";
+const ANTHROPIC_PING: &str = "event: ping\ndata: {\"type\": \"ping\"}\n\n";
+
+/// Byte sizes of what a stream sends before its first content, for the
+/// held-bytes figure (SSE bytes as the proxy reads them, chunk framing
+/// removed).
+fn shapes() -> Res<()> {
+    let first = event("tok", 0, false, true);
+    println!(
+        "{{\"bench_setup_bytes\":0,\"bench_first_event_bytes\":{},\"role_only_chunk_bytes\":{},\"upstream_head_bytes\":{},\"anthropic_message_start_bytes\":{},\"anthropic_ping_bytes\":{},\"anthropic_setup_bytes\":{}}}",
+        first.len(),
+        setup_event().len(),
+        SSE_HEAD.len(),
+        ANTHROPIC_MESSAGE_START.len(),
+        ANTHROPIC_PING.len(),
+        ANTHROPIC_MESSAGE_START.len() + ANTHROPIC_PING.len()
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------- otlp-sink
@@ -301,7 +365,10 @@ async fn otlp_sink(o: Opts) -> Res<()> {
     }
 }
 
-async fn grpc_ok(req: http::Request<h2::RecvStream>, mut respond: h2::server::SendResponse<bytes::Bytes>) {
+async fn grpc_ok(
+    req: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<bytes::Bytes>,
+) {
     let mut body = req.into_body();
     while let Some(chunk) = body.data().await {
         match chunk {
@@ -326,9 +393,29 @@ async fn grpc_ok(req: http::Request<h2::RecvStream>, mut respond: h2::server::Se
     let _ = send.send_trailers(trailers);
 }
 
+/// What every stream of one `upstream` looks like.
+struct Shape {
+    events: u64,
+    delay: Duration,
+    word: String,
+    setup_events: u64,
+    /// Reset the connection where content event `n` was due.
+    cut_after: Option<u64>,
+}
+
 async fn upstream(o: Opts) -> Res<()> {
-    let events = o.num("events", 3).max(2);
-    let delay = Duration::from_millis(o.num("event-delay-ms", 10));
+    let shape = Arc::new(Shape {
+        events: o.num("events", 3).max(2),
+        delay: Duration::from_millis(o.num("event-delay-ms", 10)),
+        word: o
+            .0
+            .get("word")
+            .and_then(|v| v.last())
+            .cloned()
+            .unwrap_or_else(|| "tok".into()),
+        setup_events: o.num("setup-events", 0),
+        cut_after: o.0.get("cut-after").map(|_| o.num("cut-after", 0)),
+    });
     let addrs = o.all("listen");
     if addrs.is_empty() {
         usage();
@@ -340,6 +427,7 @@ async fn upstream(o: Opts) -> Res<()> {
     println!("sfbench upstream listening on {}", addrs.join(" "));
     let mut tasks = Vec::new();
     for l in listeners {
+        let shape = shape.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 let Ok((s, _)) = l.accept().await else {
@@ -348,8 +436,9 @@ async fn upstream(o: Opts) -> Res<()> {
                     continue;
                 };
                 s.set_nodelay(true).ok();
+                let shape = shape.clone();
                 tokio::spawn(async move {
-                    let _ = serve(Conn { s, buf: Vec::new() }, events, delay).await;
+                    let _ = serve(Conn { s, buf: Vec::new() }, &shape).await;
                 });
             }
         }));
@@ -360,28 +449,42 @@ async fn upstream(o: Opts) -> Res<()> {
     Ok(())
 }
 
-async fn serve(mut c: Conn, events: u64, delay: Duration) -> Res<()> {
+async fn serve(mut c: Conn, shape: &Shape) -> Res<()> {
+    let events = shape.events;
     loop {
         let Some(h) = c.read_head(false).await? else {
             return Ok(());
         };
         c.body(h.framing, |_| {}).await?;
-        let mut first = String::from(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n",
-        );
-        first.push_str(&chunk(&event(0, false)));
+        let mut first = String::from(SSE_HEAD);
+        for _ in 0..shape.setup_events {
+            first.push_str(&chunk(&setup_event()));
+        }
+        first.push_str(&chunk(&event(
+            &shape.word,
+            0,
+            false,
+            shape.setup_events == 0,
+        )));
         c.s.write_all(first.as_bytes()).await?;
         for i in 1..events {
             // Wait, but notice a peer that goes away meanwhile.
             let mut tmp = [0u8; 1024];
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(shape.delay) => {}
                 r = c.s.read(&mut tmp) => match r {
                     Ok(0) | Err(_) => return Ok(()),
                     Ok(n) => c.buf.extend_from_slice(&tmp[..n]),
                 },
             }
-            let mut out = chunk(&event(i, i + 1 == events));
+            if shape.cut_after == Some(i) {
+                // A provider dying mid-answer: RST, not a clean end. With
+                // a zero linger the close does not block.
+                #[allow(deprecated)]
+                c.s.set_linger(Some(Duration::ZERO))?;
+                return Ok(());
+            }
+            let mut out = chunk(&event(&shape.word, i, i + 1 == events, false));
             if i + 1 == events {
                 out.push_str(&chunk("data: [DONE]\n\n"));
                 out.push_str("0\r\n\r\n");
@@ -406,8 +509,13 @@ impl Target {
         let addr = o.str("addr");
         let path = o.str("path");
         let body = std::fs::read(o.str("body-file"))?;
+        let accept =
+            o.0.get("accept")
+                .and_then(|v| v.last())
+                .cloned()
+                .unwrap_or_else(|| "text/event-stream".into());
         let mut req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: {}\r\n",
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: {accept}\r\nContent-Length: {}\r\n",
             body.len()
         );
         for h in o.all("header") {
@@ -429,8 +537,14 @@ impl Target {
 
 /// One streaming request on `c`, timed from `t0` (which includes the connect
 /// when the previous response could not leave the connection reusable):
-/// (status, time to first event, time to end, reusable).
-async fn one_stream(c: &mut Conn, t: &Target, t0: Instant) -> Res<(u16, Duration, Duration, bool)> {
+/// (status, time to first event, time to end, reusable). With `expect`,
+/// the whole body is kept and must contain each of them.
+async fn one_stream(
+    c: &mut Conn,
+    t: &Target,
+    t0: Instant,
+    expect: &[String],
+) -> Res<(u16, Duration, Duration, bool)> {
     c.s.write_all(&t.request).await?;
     let h = c
         .read_head(true)
@@ -439,16 +553,28 @@ async fn one_stream(c: &mut Conn, t: &Target, t0: Instant) -> Res<(u16, Duration
     let mut seen: Vec<u8> = Vec::new();
     let mut first: Option<Duration> = None;
     c.body(h.framing, |d| {
-        if first.is_none() {
+        if first.is_none() || !expect.is_empty() {
             seen.extend_from_slice(d);
-            if find(&seen, b"\n\n").is_some() || find(&seen, b"\r\n\r\n").is_some() {
-                first = Some(t0.elapsed());
-            }
+        }
+        if first.is_none() && (find(&seen, b"\n\n").is_some() || find(&seen, b"\r\n\r\n").is_some())
+        {
+            first = Some(t0.elapsed());
         }
     })
     .await?;
     let end = t0.elapsed();
     let reusable = !h.close && !matches!(h.framing, Framing::Close);
+    if h.status == 200 {
+        for e in expect {
+            if find(&seen, e.as_bytes()).is_none() {
+                return Err(format!(
+                    "the stream lacks {e:?}: {:?}",
+                    String::from_utf8_lossy(&seen[..seen.len().min(300)])
+                )
+                .into());
+            }
+        }
+    }
     Ok((h.status, first.unwrap_or(end), end, reusable))
 }
 
@@ -474,6 +600,7 @@ async fn ttfe(o: Opts) -> Res<()> {
     let t = Target::from(&o)?;
     let n = o.num("n", 200);
     let warmup = o.num("warmup", 20);
+    let expect = o.all("expect");
     let deadline = Instant::now() + Duration::from_secs(o.num("timeout-s", 120));
     let mut conn: Option<Conn> = None;
     let (mut firsts, mut ends) = (Vec::new(), Vec::new());
@@ -496,7 +623,9 @@ async fn ttfe(o: Opts) -> Res<()> {
                 t.connect().await?
             }
         };
-        match tokio::time::timeout(Duration::from_secs(30), one_stream(&mut c, &t, t0)).await {
+        match tokio::time::timeout(Duration::from_secs(30), one_stream(&mut c, &t, t0, &expect))
+            .await
+        {
             Ok(Ok((status, first, end, reusable))) => {
                 if reusable {
                     conn = Some(c);
@@ -538,44 +667,70 @@ async fn ttfe(o: Opts) -> Res<()> {
 }
 
 async fn hold(o: Opts) -> Res<()> {
+    // Until the first whole event arrives.
+    park_many(o, "streams", |t| async move {
+        let mut c = t.connect().await?;
+        c.s.write_all(&t.request).await?;
+        let h = c.read_head(true).await?.ok_or("closed before response")?;
+        if h.status != 200 {
+            return Err(format!("status {}", h.status).into());
+        }
+        while find(&c.buf, b"\n\n").is_none() {
+            if c.fill().await? == 0 {
+                return Err("closed before first event".into());
+            }
+        }
+        Res::Ok(c)
+    })
+    .await
+}
+
+async fn flood(o: Opts) -> Res<()> {
+    // One whole request and answer; the connection then idles (keep-alive).
+    park_many(o, "conns", |t| async move {
+        let mut c = t.connect().await?;
+        c.s.write_all(&t.request).await?;
+        let h = c.read_head(true).await?.ok_or("closed before response")?;
+        c.body(h.framing, |_| {}).await?;
+        if h.status != 200 {
+            return Err(format!("status {}", h.status).into());
+        }
+        Res::Ok(c)
+    })
+    .await
+}
+
+/// Open `--<count>` connections, `--parallel` establishing at a time, each
+/// made ready by `open`; print one JSON line once all are ready (or failed),
+/// keep them until stdin closes or `--hold-s` passes, then close them all
+/// at once.
+async fn park_many<F, Fut>(o: Opts, count: &str, open: F) -> Res<()>
+where
+    F: Fn(Arc<Target>) -> Fut,
+    Fut: std::future::Future<Output = Res<Conn>> + Send + 'static,
+{
     let t = Arc::new(Target::from(&o)?);
-    let streams = o.num("streams", 1000) as usize;
+    let streams = o.num(count, 1000) as usize;
     let parallel = o.num("parallel", 256) as usize;
     let timeout = Duration::from_secs(o.num("timeout-s", 120));
     let hold_for = Duration::from_secs(o.num("hold-s", 600));
     let held = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    // `parallel` establishing at a time; each task then parks its stream.
     let gate = Arc::new(tokio::sync::Semaphore::new(parallel));
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
     let last_err = Arc::new(std::sync::Mutex::new(String::new()));
     for _ in 0..streams {
-        let (t, held, failed, gate, mut rx, last_err) = (
-            t.clone(),
+        let (held, failed, gate, mut rx, last_err) = (
             held.clone(),
             failed.clone(),
             gate.clone(),
             release_rx.clone(),
             last_err.clone(),
         );
+        let r = open(t.clone());
         tokio::spawn(async move {
             let permit = gate.acquire_owned().await.unwrap();
-            let r = async {
-                let mut c = t.connect().await?;
-                c.s.write_all(&t.request).await?;
-                let h = c.read_head(true).await?.ok_or("closed before response")?;
-                if h.status != 200 {
-                    return Err(format!("status {}", h.status).into());
-                }
-                // Until the first whole event arrives.
-                while find(&c.buf, b"\n\n").is_none() {
-                    if c.fill().await? == 0 {
-                        return Err("closed before first event".into());
-                    }
-                }
-                Res::Ok(c)
-            };
             match tokio::time::timeout(timeout, r).await {
                 Ok(Ok(c)) => {
                     held.fetch_add(1, Ordering::SeqCst);
@@ -589,7 +744,7 @@ async fn hold(o: Opts) -> Res<()> {
                 }
                 Err(_) => {
                     failed.fetch_add(1, Ordering::SeqCst);
-                    *last_err.lock().unwrap() = "timed out before first event".into();
+                    *last_err.lock().unwrap() = "timed out before ready".into();
                 }
             }
         });
@@ -606,7 +761,7 @@ async fn hold(o: Opts) -> Res<()> {
         started.elapsed().as_secs_f64(),
         last_err.lock().unwrap().as_str()
     );
-    // Hold until stdin closes or hold-s passes, then close every stream.
+    // Hold until stdin closes or hold-s passes, then close every connection.
     let stdin_closed = tokio::task::spawn_blocking(|| {
         let mut sink = Vec::new();
         let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
@@ -617,5 +772,125 @@ async fn hold(o: Opts) -> Res<()> {
     }
     let _ = release_tx.send(true);
     tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+/// One event of a stream as the client got it: when, and what.
+struct Seen {
+    at: Instant,
+    text: String,
+}
+
+/// One streaming request: every whole event with its arrival time, and
+/// whether the connection can carry another request.
+async fn timed_events(c: &mut Conn, t: &Target) -> Res<(u16, Vec<Seen>, bool)> {
+    c.s.write_all(&t.request).await?;
+    let h = c
+        .read_head(true)
+        .await?
+        .ok_or("connection closed before response")?;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut seen = Vec::new();
+    c.body(h.framing, |d| {
+        let at = Instant::now();
+        pending.extend_from_slice(d);
+        while let Some(i) = find(&pending, b"\n\n") {
+            seen.push(Seen {
+                at,
+                text: String::from_utf8_lossy(&pending[..i]).into_owned(),
+            });
+            pending.drain(..i + 2);
+        }
+    })
+    .await?;
+    let reusable = !h.close && !matches!(h.framing, Framing::Close);
+    Ok((h.status, seen, reusable))
+}
+
+/// Whether a chat chunk carries text (`"content":"` with something in it).
+fn has_text(ev: &str) -> bool {
+    ev.contains("\"content\":\"") && !ev.contains("\"content\":\"\"")
+}
+
+async fn gap(o: Opts) -> Res<()> {
+    let t = Target::from(&o)?;
+    let n = o.num("n", 100);
+    let warmup = o.num("warmup", 5);
+    let mark = o.str("mark");
+    let deadline = Instant::now() + Duration::from_secs(o.num("timeout-s", 120));
+    let mut conn: Option<Conn> = None;
+    let (mut gaps, mut normals, mut extras) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut errors, mut not_resumed) = (0u64, 0u64);
+    let mut last_error = String::new();
+    for i in 0..(n + warmup) {
+        if Instant::now() > deadline {
+            last_error = "timeout-s reached".into();
+            break;
+        }
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => t.connect().await?,
+        };
+        let r = tokio::time::timeout(Duration::from_secs(30), timed_events(&mut c, &t)).await;
+        let (status, seen, reusable) = match r {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                errors += 1;
+                last_error = e.to_string();
+                continue;
+            }
+            Err(_) => {
+                errors += 1;
+                last_error = "request timed out after 30 s".into();
+                continue;
+            }
+        };
+        if reusable {
+            conn = Some(c);
+        }
+        if i < warmup {
+            continue;
+        }
+        if status != 200 {
+            errors += 1;
+            last_error = format!("status {status}");
+            continue;
+        }
+        let text: Vec<&Seen> = seen.iter().filter(|e| has_text(&e.text)).collect();
+        let done = seen.last().is_some_and(|e| e.text.trim() == "data: [DONE]");
+        let Some(k) = text.iter().position(|e| e.text.contains(mark.as_str())) else {
+            not_resumed += 1;
+            last_error = format!(
+                "no continuation token: {:?}",
+                seen.last().map(|e| e.text.as_str()).unwrap_or("")
+            );
+            continue;
+        };
+        if k == 0 || !done {
+            errors += 1;
+            last_error = if done {
+                "the continuation came first".into()
+            } else {
+                "the stream did not end with [DONE]".into()
+            };
+            continue;
+        }
+        let us = |a: Instant, b: Instant| b.duration_since(a).as_secs_f64() * 1e6;
+        let g = us(text[k - 1].at, text[k].at);
+        let mut before: Vec<f64> = (1..k).map(|j| us(text[j - 1].at, text[j].at)).collect();
+        before.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let normal = before.get(before.len() / 2).copied().unwrap_or(0.0);
+        gaps.push(g);
+        normals.push(normal);
+        extras.push(g - normal);
+    }
+    println!(
+        "{{\"ok\":{},\"errors\":{errors},\"not_resumed\":{not_resumed},\"last_error\":{:?},\"gap_us\":{},\"normal_gap_us\":{},\"extra_us\":{}}}",
+        gaps.len(),
+        last_error,
+        summary(&mut gaps),
+        summary(&mut normals),
+        summary(&mut extras)
+    );
     Ok(())
 }

@@ -35,6 +35,7 @@ pub(super) fn server(errs: &mut Errors, s: &ServerSection) -> Option<ServerSetti
     }
     Some(ServerSettings {
         threads: s.threads,
+        work_stealing: s.work_stealing,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),
         drain_delay: ms(s.drain_delay_ms),
@@ -88,6 +89,10 @@ mod tests {
         let mut errs = Errors(Vec::new());
         let s = server(&mut errs, &ServerSection::default()).unwrap();
         assert_eq!(s.threads, 2);
+        assert!(
+            s.work_stealing,
+            "work stealing is Pingora's default and stays on"
+        );
         assert_eq!(s.drain_delay, ms(5000));
         assert_eq!(s.shutdown_timeout, ms(25000));
         assert!(errs.0.is_empty());
@@ -102,5 +107,17 @@ mod tests {
             errs.paths(),
             ["server.threads", "server.pid_file", "server.upgrade_sock"]
         );
+    }
+
+    #[test]
+    fn work_stealing_is_a_bool_that_reaches_the_settings() {
+        let file = crate::config::parse_yaml("server: { work_stealing: false }\n").unwrap();
+        let mut errs = Errors(Vec::new());
+        let s = server(&mut errs, &file.server).unwrap();
+        assert!(!s.work_stealing);
+        assert!(errs.0.is_empty());
+        let bad = crate::config::parse_yaml("server: { work_stealing: sometimes }\n").unwrap_err();
+        assert_eq!(bad.0.len(), 1, "{bad:?}");
+        assert_eq!(bad.0[0].path, "server.work_stealing");
     }
 }

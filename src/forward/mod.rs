@@ -244,10 +244,15 @@ pub async fn handle(app: &App, s: &mut Session, ctx: &mut Ctx) -> Handled {
             ..RequestMeta::parse(&body)
         },
     };
-    Attempts::new(app, &rt, route, body, meta, strip)
-        .websocket(upgrade)
-        .run(s, ctx)
-        .await
+    // Boxed: the failover loop's future is several KiB, and left inline it
+    // would be copied whole each time the futures around it are built and
+    // moved (Pingora boxes request_filter's future on every request).
+    Box::pin(
+        Attempts::new(app, &rt, route, body, meta, strip)
+            .websocket(upgrade)
+            .run(s, ctx),
+    )
+    .await
 }
 
 /// The session key a client sent as `x-claude-code-session-id`.

@@ -129,68 +129,75 @@ impl Attempts<'_> {
             return AttemptEnd::Finished;
         }
 
-        let mut sink = Sink::new(ctx.api, sse, resume);
-        let mut framer = framer.or_else(|| sse.then(SseFramer::new));
-        if let Some(prefix) = prefix {
-            // An error event in what was held is the answer itself (a
-            // request error): nothing to continue, it goes out at once.
-            let sent = match sink.forward(s, ctx, prefix).await {
-                Ok(Flow::Go) => Ok(()),
-                Ok(Flow::Stop) => sink.release_error(s).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = sent {
-                sink.keep_usage(ctx, &decode);
-                return self.client_left(ctx, &t, e);
-            }
-        }
-        let mut cur = Stream {
-            t,
-            peer,
-            class,
-            retry_after,
-            decode,
-            judged: false,
-        };
-        let mut resumed = false;
-        loop {
-            let idle = cur.t.p.settings.timeouts.stream_idle;
-            let end = pump(
-                s,
-                ctx,
-                &mut up,
-                &mut cur.decode,
-                &mut framer,
-                &mut sink,
-                idle,
-            )
-            .await;
-            // A break mid-text with resumption on: continue on the next
-            // provider, once.
-            let broke = match &end {
-                End::Broken(c, d) if !ctx.finished => Some((*c, d.clone())),
-                End::ErrorEvent(v) => Some((v.class, v.message.clone())),
-                _ => None,
-            };
-            if let (Some((bc, detail)), false) = (broke, resumed || !sink.resumable()) {
-                match self.resume(s, ctx, &mut sink, &mut cur, bc, &detail).await {
-                    Resumed::Yes(next) => {
-                        let (next, next_up) = *next;
-                        resumed = true;
-                        cur = next;
-                        up = next_up;
-                        framer = Some(SseFramer::new());
-                        continue;
-                    }
-                    Resumed::ClientGone(e) => {
-                        sink.keep_usage(ctx, &cur.decode);
-                        return AttemptEnd::Abort(e);
-                    }
-                    Resumed::No => {}
+        // The relay's state (sink, framer, the pump, resumption) lives in a
+        // future of its own: inline, it would make every commit's future,
+        // non-stream answers' too, several KiB larger, and each such future
+        // is copied whole when it is built.
+        Box::pin(async move {
+            let mut sink = Sink::new(ctx.api, sse, resume);
+            let mut framer = framer.or_else(|| sse.then(SseFramer::new));
+            if let Some(prefix) = prefix {
+                // An error event in what was held is the answer itself (a
+                // request error): nothing to continue, it goes out at once.
+                let sent = match sink.forward(s, ctx, prefix).await {
+                    Ok(Flow::Go) => Ok(()),
+                    Ok(Flow::Stop) => sink.release_error(s).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = sent {
+                    sink.keep_usage(ctx, &decode);
+                    return self.client_left(ctx, &t, e);
                 }
             }
-            return self.end_stream(s, ctx, cur, up, framer, sink, end).await;
-        }
+            let mut cur = Stream {
+                t,
+                peer,
+                class,
+                retry_after,
+                decode,
+                judged: false,
+            };
+            let mut resumed = false;
+            loop {
+                let idle = cur.t.p.settings.timeouts.stream_idle;
+                let end = pump(
+                    s,
+                    ctx,
+                    &mut up,
+                    &mut cur.decode,
+                    &mut framer,
+                    &mut sink,
+                    idle,
+                )
+                .await;
+                // A break mid-text with resumption on: continue on the next
+                // provider, once.
+                let broke = match &end {
+                    End::Broken(c, d) if !ctx.finished => Some((*c, d.clone())),
+                    End::ErrorEvent(v) => Some((v.class, v.message.clone())),
+                    _ => None,
+                };
+                if let (Some((bc, detail)), false) = (broke, resumed || !sink.resumable()) {
+                    match Box::pin(self.resume(s, ctx, &mut sink, &mut cur, bc, &detail)).await {
+                        Resumed::Yes(next) => {
+                            let (next, next_up) = *next;
+                            resumed = true;
+                            cur = next;
+                            up = next_up;
+                            framer = Some(SseFramer::new());
+                            continue;
+                        }
+                        Resumed::ClientGone(e) => {
+                            sink.keep_usage(ctx, &cur.decode);
+                            return AttemptEnd::Abort(e);
+                        }
+                        Resumed::No => {}
+                    }
+                }
+                return self.end_stream(s, ctx, cur, up, framer, sink, end).await;
+            }
+        })
+        .await
     }
 
     /// The relay's end: the last bytes, the verdict on the provider, and

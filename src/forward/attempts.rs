@@ -369,6 +369,31 @@ impl<'a> Attempts<'a> {
         respond_local(s, ctx, kind, &msg, Some(made)).await
     }
 
+    /// The request body translated into `p`'s dialect, and what writing
+    /// its answer back in the client's dialect needs. Logged as a
+    /// translation; `Err` says why it cannot be translated.
+    pub(super) fn translate_for(
+        &self,
+        ctx: &Ctx,
+        p: &Provider,
+    ) -> std::result::Result<(Bytes, Translation), String> {
+        let route = &self.route.settings;
+        let t =
+            translate::translate_request(route.api, p.settings.api, &self.body, &p.settings.models)
+                .map_err(|e| e.to_string())?;
+        telemetry::translated(&ctx.rec, p.name(), route.api, p.settings.api, &t.notes);
+        let mut reply = t.reply;
+        reply.created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let tr = Translation {
+            client: route.api,
+            upstream: p.settings.api,
+            reply,
+        };
+        Ok((t.body, tr))
+    }
+
     /// The request as this provider takes it: body (model mapped, or
     /// translated into its dialect) and head. `Err` says why it cannot
     /// take it at all.
@@ -398,24 +423,8 @@ impl<'a> Attempts<'a> {
             }
             translate::Plan::Refuse(why) => return Err(why.to_string()),
             translate::Plan::Translate { path } => {
-                let t = translate::translate_request(
-                    route.api,
-                    p.settings.api,
-                    &self.body,
-                    &p.settings.models,
-                )
-                .map_err(|e| e.to_string())?;
-                telemetry::translated(&ctx.rec, p.name(), route.api, p.settings.api, &t.notes);
-                let mut reply = t.reply;
-                reply.created = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let tr = Translation {
-                    client: route.api,
-                    upstream: p.settings.api,
-                    reply,
-                };
-                (t.body, Some(tr), Some(path))
+                let (body, tr) = self.translate_for(ctx, p)?;
+                (body, Some(tr), Some(path))
             }
         };
         // Another dialect's headers mean nothing there; a translated

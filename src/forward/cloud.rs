@@ -10,7 +10,7 @@
 //! whose dialect cannot express it; a provider without credentials fails
 //! its attempt as `auth` with the reason, without a request going out.
 
-use super::attempts::{describe, Attempts, Outgoing, Translation};
+use super::attempts::{describe, Attempts, Outgoing};
 use super::Ctx;
 use crate::cloud::auth::Credential;
 use crate::cloud::request::ResponseFormat;
@@ -18,7 +18,6 @@ use crate::cloud::sigv4::Signable;
 use crate::cloud::{bedrock, vertex, CloudRequestError};
 use crate::headers::{self, UpstreamTarget};
 use crate::provider::Provider;
-use crate::telemetry;
 use crate::translate;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
@@ -112,24 +111,8 @@ impl Attempts<'_> {
             translate::Plan::Passthrough => (ctx.rec.path.as_str(), self.body.clone(), None),
             translate::Plan::Refuse(why) => return Err(why.to_string()),
             translate::Plan::Translate { path } => {
-                let t = translate::translate_request(
-                    route.api,
-                    p.settings.api,
-                    &self.body,
-                    &p.settings.models,
-                )
-                .map_err(|e| e.to_string())?;
-                telemetry::translated(&ctx.rec, p.name(), route.api, p.settings.api, &t.notes);
-                let mut reply = t.reply;
-                reply.created = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let tr = Translation {
-                    client: route.api,
-                    upstream: p.settings.api,
-                    reply,
-                };
-                (path, t.body, Some(tr))
+                let (body, tr) = self.translate_for(ctx, p)?;
+                (path, body, Some(tr))
             }
         };
         // The method goes as the client sent it: what is signed is what is

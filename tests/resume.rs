@@ -28,6 +28,18 @@ fn route(extra: &str, path: &str, providers: &[(&str, &str, SocketAddr, &str)]) 
 }
 
 /// p1 streams five deltas but resets the connection after two.
+/// Two Anthropic providers, p1 then p2, on a `/v1/messages` route with
+/// resumption on.
+async fn resuming_pair(name: &str, m1: &MockServer, m2: &MockServer) -> Proxy {
+    let providers = [
+        ("p1", "anthropic", m1.addr(), ""),
+        ("p2", "anthropic", m2.addr(), ""),
+    ];
+    Proxy::builder(name, &route(RESUME, "/v1/messages", &providers))
+        .start()
+        .await
+}
+
 fn cut_after_two() -> Behavior {
     Behavior {
         events: 5,
@@ -74,19 +86,7 @@ async fn an_anthropic_stream_cut_mid_text_is_continued_as_one_message() {
         },
     )
     .await;
-    let px = Proxy::builder(
-        "resume-anthropic",
-        &route(
-            RESUME,
-            "/v1/messages",
-            &[
-                ("p1", "anthropic", m1.addr(), ""),
-                ("p2", "anthropic", m2.addr(), ""),
-            ],
-        ),
-    )
-    .start()
-    .await;
+    let px = resuming_pair("resume-anthropic", &m1, &m2).await;
     let r = px
         .send(Request::post("/v1/messages", anthropic_body("m", true)))
         .await;
@@ -306,19 +306,7 @@ async fn with_nothing_able_to_continue_the_client_gets_the_original_error_event(
         },
     )
     .await;
-    let px = Proxy::builder(
-        "resume-none",
-        &route(
-            RESUME,
-            "/v1/messages",
-            &[
-                ("p1", "anthropic", m1.addr(), ""),
-                ("p2", "anthropic", m2.addr(), ""),
-            ],
-        ),
-    )
-    .start()
-    .await;
+    let px = resuming_pair("resume-none", &m1, &m2).await;
     let r = px
         .send(Request::post("/v1/messages", anthropic_body("m", true)))
         .await;
@@ -352,19 +340,7 @@ async fn an_error_event_mid_text_is_continued_and_never_reaches_the_client() {
     )
     .await;
     let m2 = anthropic("p2").await;
-    let px = Proxy::builder(
-        "resume-error-event",
-        &route(
-            RESUME,
-            "/v1/messages",
-            &[
-                ("p1", "anthropic", m1.addr(), ""),
-                ("p2", "anthropic", m2.addr(), ""),
-            ],
-        ),
-    )
-    .start()
-    .await;
+    let px = resuming_pair("resume-error-event", &m1, &m2).await;
     let r = px
         .send(Request::post("/v1/messages", anthropic_body("m", true)))
         .await;
@@ -397,19 +373,7 @@ async fn a_repetition_at_the_seam_is_trimmed_and_counted() {
         },
     )
     .await;
-    let px = Proxy::builder(
-        "resume-overlap",
-        &route(
-            RESUME,
-            "/v1/messages",
-            &[
-                ("p1", "anthropic", m1.addr(), ""),
-                ("p2", "anthropic", m2.addr(), ""),
-            ],
-        ),
-    )
-    .start()
-    .await;
+    let px = resuming_pair("resume-overlap", &m1, &m2).await;
     let r = px
         .send(Request::post("/v1/messages", anthropic_body("m", true)))
         .await;

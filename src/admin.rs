@@ -125,8 +125,8 @@ pub fn health(app: &App) -> (u16, serde_json::Value) {
                 "name": p.name(),
                 "state": p.state(now).as_str(),
                 "consecutive_failures": s.consecutive_failures,
-                "ejected_until": s.ejected_until.map(|t| crate::clock::rfc3339(crate::clock::wall(t, now))),
-                "disabled_until": s.disabled.and_then(|d| d.until).map(|t| crate::clock::rfc3339(crate::clock::wall(t, now))),
+                "ejected_until": s.ejected_until.map(|t| crate::clock::rfc3339(crate::clock::wall(t))),
+                "disabled_until": s.disabled.and_then(|d| d.until).map(|t| crate::clock::rfc3339(crate::clock::wall(t))),
                 "last_error_class": s.last_error_class.map(|c| c.as_str()),
             });
             if let Some(c) = &p.credential {

@@ -19,12 +19,19 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 /// Wall-clock time of a monotonic instant (for deadlines shown to humans).
-pub fn wall(at: Instant, now: Instant) -> SystemTime {
-    let sys_now = SystemTime::now();
-    if at >= now {
-        sys_now + (at - now)
+/// One mapping for the whole process, taken at its first use: the same
+/// instant then always reads as the same time, so a disable's end shown by
+/// the API, `/health` and the audit log is one value. Sampling the two
+/// clocks anew on every call made them differ by a millisecond whenever
+/// the calls straddled one. A wall-clock step after start is not followed;
+/// these are bounded deadlines, shown, never acted on.
+pub fn wall(at: Instant) -> SystemTime {
+    static ANCHOR: std::sync::OnceLock<(Instant, SystemTime)> = std::sync::OnceLock::new();
+    let (mono, sys) = *ANCHOR.get_or_init(|| (Instant::now(), SystemTime::now()));
+    if at >= mono {
+        sys + (at - mono)
     } else {
-        sys_now - (now - at)
+        sys - (mono - at)
     }
 }
 
@@ -101,6 +108,25 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instant_always_reads_as_the_same_wall_time() {
+        let at = Instant::now() + Duration::from_millis(3000);
+        let first = rfc3339(wall(at));
+        for _ in 0..1000 {
+            assert_eq!(rfc3339(wall(at)), first);
+        }
+        let later = at + Duration::from_millis(1500);
+        assert_eq!(
+            wall(later).duration_since(wall(at)).unwrap(),
+            Duration::from_millis(1500)
+        );
+        let earlier = at - Duration::from_millis(2500);
+        assert_eq!(
+            wall(at).duration_since(wall(earlier)).unwrap(),
+            Duration::from_millis(2500)
+        );
+    }
 
     #[test]
     fn formats_known_instants() {

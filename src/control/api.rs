@@ -154,7 +154,7 @@ pub fn parse_ttl(query: Option<&str>) -> Result<Option<Duration>, String> {
 /// A provider's entry in `/providers`.
 pub fn entry(rt: &Runtime, p: &Provider, now: Instant) -> Value {
     let s = p.health.snapshot(now);
-    let wall = |t: Instant| crate::clock::rfc3339(crate::clock::wall(t, now));
+    let wall = |t: Instant| crate::clock::rfc3339(crate::clock::wall(t));
     let routes: Vec<&str> = rt
         .routes
         .iter()

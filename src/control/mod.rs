@@ -79,8 +79,8 @@ fn ms(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
 }
 
-fn rfc3339(at: Instant, now: Instant) -> String {
-    crate::clock::rfc3339(crate::clock::wall(at, now))
+fn rfc3339(at: Instant) -> String {
+    crate::clock::rfc3339(crate::clock::wall(at))
 }
 
 /// Disable `p` from now, for `ttl` (`None`: until enabled). A provider
@@ -93,7 +93,7 @@ pub fn disable(app: &App, p: &Provider, ttl: Option<Duration>, who: &Who) -> Dis
     event(Level::Warn, "provider_disabled")
         .field("provider", p.name())
         .field("ttl_ms", ttl.map(ms))
-        .field("until", until.map(|u| rfc3339(u, now)))
+        .field("until", until.map(rfc3339))
         .field("peer", who.peer.as_str())
         .field("token", who.token)
         .field("via", "admin_api")
@@ -142,7 +142,7 @@ pub fn expire(app: &App, now: Instant) -> usize {
                     "ttl_ms",
                     d.until.map(|u| ms(u.saturating_duration_since(d.since))),
                 )
-                .opt("until", d.until.map(|u| rfc3339(u, now)))
+                .opt("until", d.until.map(rfc3339))
                 .emit();
         }
     }
@@ -194,7 +194,7 @@ pub fn persist(app: &App) {
         .filter_map(|p| {
             p.health
                 .disabled(now)
-                .map(|d| state::Entry::at(p.name(), d, now))
+                .map(|d| state::Entry::at(p.name(), d))
         })
         .collect();
     if let Err(e) = state::write(path, &entries) {
@@ -247,7 +247,7 @@ pub fn restore(app: &App) {
                 "ttl_ms",
                 d.until.map(|u| ms(u.saturating_duration_since(now))),
             )
-            .field("until", d.until.map(|u| rfc3339(u, now)))
+            .field("until", d.until.map(rfc3339))
             .emit();
     }
     // Rewritten without what was dropped.

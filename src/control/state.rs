@@ -63,8 +63,8 @@ pub fn path_for(pid_file: &Path) -> Option<PathBuf> {
 
 impl Entry {
     /// The entry for a disable in force at `now`.
-    pub fn at(provider: &str, d: Disabled, now: Instant) -> Entry {
-        let wall = |t: Instant| crate::clock::rfc3339(crate::clock::wall(t, now));
+    pub fn at(provider: &str, d: Disabled) -> Entry {
+        let wall = |t: Instant| crate::clock::rfc3339(crate::clock::wall(t));
         Entry {
             provider: provider.to_string(),
             since: wall(d.since),
@@ -178,11 +178,7 @@ mod tests {
             since: now,
             until: Some(now + Duration::from_secs(3600)),
         };
-        write(
-            &path,
-            &[Entry::at("a", forever, now), Entry::at("b", hour, now)],
-        )
-        .unwrap();
+        write(&path, &[Entry::at("a", forever), Entry::at("b", hour)]).unwrap();
         let back = read(&path).unwrap().unwrap();
         assert_eq!(back.len(), 2);
         let wall = SystemTime::now();
